@@ -1,0 +1,352 @@
+"""``RuvLLM``: one query, end to end (DESIGN.md), wired from a ``Config``.
+
+    text → embed → memory.search → graph.expand → rank → route → generate → judge → write-back
+
+This module wires parts together and measures each stage; the algorithms live in the parts.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ruvllm import judge
+from ruvllm.config import Config
+from ruvllm.datadir import open_data_dir, write_json_atomic
+from ruvllm.embedding import Embedder, make_embedder
+from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelNotFoundError
+from ruvllm.ingest import Doc, file_docs, stdlib_docs
+from ruvllm.llm import ModelPool, Registry
+from ruvllm.llm.base import Generation, Generator, SamplingParams
+from ruvllm.llm.prompt import ContextItem, build_prompt
+from ruvllm.memory import Memory, WriteBack
+from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
+from ruvllm.router.base import Decision, RouteInput, Router
+from ruvllm.router.rules import RuleRouter
+from ruvllm.telemetry import Stopwatch
+
+MAX_QUERY_CHARS = 64_000  # beyond this no configured context window can hold the question
+HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similarity
+INGEST_BATCH = 256
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Source:
+    node_id: str
+    score: float
+    type: str
+    source: str
+    snippet: str
+    hop: int = 0
+
+
+@dataclass
+class QueryResponse:
+    request_id: str
+    question: str
+    answer: str
+    model: str
+    decision: Decision
+    sources: list[Source]
+    latency_ms: dict[str, float]
+    total_ms: float
+    quality: float  # grounding of the answer in its sources, [0, 1]
+    writeback: dict[str, Any] | None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    docs: int
+    inserted: int
+    skipped: int
+    edges: int
+    seconds: float
+
+
+class RuvLLM:
+    """The Python API. ``RuvLLM(config).query("...")`` returns a ``QueryResponse``."""
+
+    def __init__(self, config: Config | None = None, *, embedder: Embedder | None = None):
+        self.config = config or Config.load()
+        self.data_dir = open_data_dir(self.config.data_path)
+        mc = self.config.memory
+        self.memory = Memory.open(
+            self.data_dir / "memory", dim=mc.dim, params=mc.hnsw(), auto_params=mc.hnsw_auto,
+            cache_size=mc.cache_size, cache_ttl_s=mc.cache_ttl_s,
+        )
+        self.writeback = WriteBack(self.memory, self.config.writeback)
+        self.registry = Registry(self.config.models_path)
+        self.pool = ModelPool(self.registry, self.config.llm)
+        self._embedder = embedder
+        self._router: Router | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- parts, created on first use ---------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = make_embedder(self.config.embedding)
+            if self._embedder.dim != self.config.memory.dim:
+                raise InvalidInputError(
+                    f"embedder dimension {self._embedder.dim} != memory.dim {self.config.memory.dim}; "
+                    "set memory.dim to match the encoder"
+                )
+            return self._embedder
+
+    def installed_models(self) -> list[str]:
+        return [m for m in self.config.llm.models if self.registry.is_installed(m)]
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            models = self.installed_models()
+            if not models:
+                raise ModelNotFoundError(
+                    f"none of the configured models {self.config.llm.models} is installed; "
+                    "run `make demo` or `pip install 'ruvllm[models]'`, or see `ruvllm models`"
+                )
+            sizes = {m: float(self.registry.spec(m).params_m) for m in models}
+            if self.config.router.kind == "fastgrnn":
+                from ruvllm.router.fastgrnn_router import FastGRNNRouter
+
+                self._router = FastGRNNRouter.load(Path(self.config.router.model_path), models=models)
+            else:
+                self._router = RuleRouter(models, sizes, max_context=self.config.llm.n_ctx)
+        return self._router
+
+    # ---- ingest --------------------------------------------------------------------
+    def ingest_stdlib(self, modules: Sequence[str] | None = None, progress: ProgressFn | None = None) -> IngestReport:
+        return self.ingest_docs(stdlib_docs(list(modules) if modules else None), progress)
+
+    def ingest_path(self, path: str | Path, progress: ProgressFn | None = None) -> IngestReport:
+        return self.ingest_docs(file_docs(path), progress)
+
+    def ingest_docs(self, docs: Sequence[Doc], progress: ProgressFn | None = None) -> IngestReport:
+        """Embed and store ``docs`` in batches; docs whose key was ingested before are skipped."""
+        sw = Stopwatch()
+        manifest_path = self.data_dir / "ingested.json"
+        key_to_id: dict[str, str] = _read_manifest(manifest_path)
+        todo = [d for d in docs if d.key not in key_to_id]
+        inserted = edges = 0
+        if progress:
+            progress(0, len(todo))
+        for start in range(0, len(todo), INGEST_BATCH):
+            batch = todo[start : start + INGEST_BATCH]
+            vectors = self.embedder.embed([d.text for d in batch])  # (b, dim)
+            nodes: list[Node] = []
+            new_edges: list[Edge] = []
+            for doc, vec in zip(batch, vectors, strict=True):
+                node = Node(
+                    text=doc.text, vector=vec, type=NodeType.DOCUMENT, source=doc.source,
+                    metadata=NodeMetadata(tags=doc.tags, domain=doc.domain),
+                )
+                key_to_id[doc.key] = node.id
+                nodes.append(node)
+                for other, rel, weight in doc.links:
+                    if other in key_to_id:
+                        new_edges.append(Edge(
+                            src=node.id, dst=key_to_id[other], rel=rel, weight=weight,
+                            metadata=EdgeMetadata(created_by="ingest"),
+                        ))
+            self.memory.add_many(nodes, new_edges)  # committed before we record it as ingested
+            write_json_atomic(manifest_path, key_to_id)
+            inserted += len(nodes)
+            edges += len(new_edges)
+            if progress:
+                progress(min(start + len(batch), len(todo)), len(todo))
+        return IngestReport(len(docs), inserted, len(docs) - len(todo), edges, sw.total_ms() / 1000.0)
+
+    # ---- query ---------------------------------------------------------------------
+    def query(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        writeback: bool | None = None,
+        session_id: str | None = None,
+    ) -> QueryResponse:
+        question = _check_question(text)
+        sw = Stopwatch()
+        mc = self.config.memory
+
+        with sw.stage("embed"):
+            qvec = self.embedder.embed([question])[0]  # (dim,)
+        with sw.stage("search"):
+            hits = self.memory.search(qvec, k=mc.k) if self.memory.count() else []
+        with sw.stage("expand"):
+            expanded = (
+                self.memory.expand([h.node.id for h in hits], hops=mc.hops, min_weight=mc.min_edge_weight,
+                                   limit=mc.max_expanded)
+                if hits and mc.hops > 0 else []
+            )
+        with sw.stage("rank"):
+            ranked = _rank(qvec, hits, expanded)
+        with sw.stage("route"):
+            decision = self.router.route(RouteInput(
+                query=question, n_query_tokens=int(len(question.split()) * 1.3) + 1,
+                top_score=hits[0].score if hits else 0.0, n_hits=len(hits), session_id=session_id,
+            ))
+            decision = self._apply_overrides(decision, model)
+        with sw.stage("load"):
+            gen = self.pool.get(decision.model)
+        params = SamplingParams(
+            max_tokens=max_tokens or self.config.llm.max_tokens, temperature=decision.temperature,
+            top_p=decision.top_p, seed=self.config.llm.seed,
+        ).validate()
+        with sw.stage("prompt"):
+            built = self._build(question, ranked, decision, gen, params)
+        with sw.stage("generate"):
+            out = _generate(gen, built, params)
+        answer = out.text.strip()
+        with sw.stage("judge"):
+            quality = judge.grounding(answer, [c.text for c in built.used])
+        wb: dict[str, Any] | None = None
+        if writeback if writeback is not None else self.config.writeback.enabled:
+            with sw.stage("writeback"):
+                res = self.writeback.write_answer(
+                    question, answer, qvec, [c.node_id for c in built.used], [c.score for c in built.used],
+                    quality, domain=_domain_of(built.used), created_by=f"ruvllm:{gen.name}",
+                )
+                wb = {"action": res.action, "node_id": res.node_id, "reason": res.reason}
+        return QueryResponse(
+            request_id=uuid.uuid4().hex, question=question, answer=answer, model=gen.name,
+            decision=decision,
+            sources=[Source(c.node_id, round(c.score, 4), c.type, c.source, _snippet(c.text), c.hop)
+                     for c in built.used],
+            latency_ms={k: round(v, 2) for k, v in sw.stages.items()}, total_ms=round(sw.total_ms(), 2),
+            quality=round(quality, 3), writeback=wb,
+            usage={"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
+        )
+
+    def _apply_overrides(self, decision: Decision, model: str | None) -> Decision:
+        installed = self.installed_models()
+        if model is not None:
+            self.registry.spec(model)  # unknown name → ModelNotFoundError listing the available ones
+            if not self.registry.is_installed(model):
+                raise ModelNotFoundError(f"model {model!r} is not installed; see `ruvllm models`")
+            return Decision(model, decision.context_tokens, decision.temperature, decision.top_p,
+                            decision.confidence, reason=f"model chosen by the caller ({decision.reason})")
+        if decision.confidence < self.config.router.confidence_threshold and len(installed) > 1:
+            largest = max(installed, key=lambda m: self.registry.spec(m).params_m)
+            if largest != decision.model:
+                return Decision(largest, decision.context_tokens, decision.temperature, decision.top_p,
+                                decision.confidence, reason=f"low confidence → fallback ({decision.reason})")
+        return decision
+
+    def _build(self, question: str, ranked: list[ContextItem], decision: Decision, gen: Generator,
+               params: SamplingParams) -> Any:
+        q_tokens = gen.count_tokens(question)
+        room = gen.n_ctx - params.max_tokens - q_tokens - 64  # 64: instructions and template
+        if room < 0:
+            raise ContextOverflowError(
+                f"the question is {q_tokens} tokens; model {gen.name}'s context window is {gen.n_ctx} tokens "
+                f"with {params.max_tokens} kept for the answer: shorten the question or raise llm.n_ctx"
+            )
+        budget = min(decision.context_tokens, room)
+        return build_prompt(question, ranked, style=gen.prompt_style, context_budget=budget,
+                            count_tokens=gen.count_tokens)
+
+    # ---- misc ----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {
+            "data_dir": str(self.data_dir),
+            "memory": self.memory.stats(),
+            "models": {
+                "configured": self.config.llm.models,
+                "installed": self.installed_models(),
+                "loaded": self.pool.loaded(),
+            },
+            "router": self.config.router.kind,
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.pool.close()
+        self.memory.close()
+
+    def __enter__(self) -> RuvLLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_question(text: object) -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"the question must be a string, got {type(text).__name__}")
+    question = text.strip()
+    if not question:
+        raise InvalidInputError('the question is empty; ask something, e.g. ruvllm ask "What does json.dumps do?"')
+    if len(question) > MAX_QUERY_CHARS:
+        raise ContextOverflowError(
+            f"the question is {len(question)} characters, over the {MAX_QUERY_CHARS}-character limit "
+            "(no configured context window holds it); shorten it"
+        )
+    return question
+
+
+def _rank(qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> list[ContextItem]:
+    """Retrieved nodes by similarity; graph neighbours by their own similarity, discounted per hop."""
+    items: dict[str, ContextItem] = {}
+    for h in hits:
+        n = h.node
+        items[n.id] = ContextItem(n.id, n.text, float(h.score), n.source, n.type.value, 0)
+    for e in expanded:
+        n = e.node
+        if n.id in items:
+            continue
+        sim = float(np.dot(qvec, n.vector) / (np.linalg.norm(n.vector) * np.linalg.norm(qvec) + 1e-9))
+        items[n.id] = ContextItem(n.id, n.text, sim * HOP_DISCOUNT ** e.hop, n.source, n.type.value, e.hop)
+    return sorted(items.values(), key=lambda c: -c.score)
+
+
+def _generate(gen: Generator, built: Any, params: SamplingParams) -> Generation:
+    if built.style == "completion":
+        p = SamplingParams(params.max_tokens, params.temperature, params.top_p, built.stop, params.seed)
+        return gen.complete(built.prompt, p)
+    return gen.chat(built.messages, params)
+
+
+def _snippet(text: str, n: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def _domain_of(used: Sequence[ContextItem]) -> str:
+    return used[0].source.removeprefix("stdlib:").split(".")[0] if used else ""
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        from ruvllm.errors import DataDirError
+
+        raise DataDirError(f"{path} is corrupt; move it away to re-ingest from scratch") from None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}

@@ -1,0 +1,31 @@
+from ruvllm.llm.prompt import ContextItem, build_prompt
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def items() -> list[ContextItem]:
+    return [
+        ContextItem("a", "alpha " * 50, 0.9, "s:a"),
+        ContextItem("b", "beta " * 200, 0.8, "s:b"),
+        ContextItem("c", "gamma " * 10, 0.7, "s:c"),
+    ]
+
+
+def test_budget_is_respected_best_first_and_skips_what_does_not_fit() -> None:
+    built = build_prompt("q?", items(), style="completion", context_budget=100, count_tokens=words)
+    assert [c.node_id for c in built.used] == ["a", "c"]
+    assert built.prompt.endswith("Question: q?\nAnswer:")
+    assert "[1] (s:a)" in built.prompt and "[2] (s:c)" in built.prompt and "beta" not in built.prompt
+
+
+def test_chat_style_puts_context_in_the_user_turn() -> None:
+    built = build_prompt("q?", items(), style="chat", context_budget=1000, count_tokens=words)
+    assert [m.role for m in built.messages] == ["system", "user"]
+    assert "beta" in built.messages[1].content and len(built.used) == 3
+
+
+def test_no_context() -> None:
+    built = build_prompt("q?", [], style="completion", context_budget=100, count_tokens=words)
+    assert "(no context found)" in built.prompt and built.used == []
