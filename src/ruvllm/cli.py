@@ -155,7 +155,7 @@ def models(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     from ruvllm.llm import Registry
 
     cfg = _config(config, data_dir)
-    reg = Registry(cfg.models_path)
+    reg = Registry(cfg.models_path, extra=cfg.llm.paths)
     table = Table(title="models")
     for col in ("name", "family", "params", "quant", "style", "installed", "file / how to install"):
         table.add_column(col, overflow="fold")

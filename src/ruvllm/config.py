@@ -99,7 +99,9 @@ class MemoryConfig:
 class LLMConfig:
     models: list[str] = field(default_factory=lambda: ["gemma3-270m", "qwen2.5-coder-0.5b"])
     default_model: str = "qwen2.5-coder-0.5b"
-    models_dir: str = ""  # empty: <data dir>/models
+    # Your own GGUF files, by name: [llm.paths] lfm2-350m = "/models/LFM2-350M-Q4_K_M.gguf"
+    paths: dict[str, str] = field(default_factory=dict)
+    models_dir: str = ""  # empty: <user cache dir>/ruvllm/models (GGUFs assembled from installed packages)
     n_threads: int = 2
     n_ctx: int = 2048
     n_batch: int = 256
@@ -159,7 +161,9 @@ class Config:
 
     @property
     def models_path(self) -> Path:
-        return Path(self.llm.models_dir).expanduser() if self.llm.models_dir else self.data_path / "models"
+        if self.llm.models_dir:
+            return Path(self.llm.models_dir).expanduser()
+        return Path(platformdirs.user_cache_dir("ruvllm", appauthor=False)) / "models"
 
     # ---- loading -------------------------------------------------------------------
     @classmethod
@@ -272,6 +276,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _coerce(typ: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(typ)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a table, got {value!r}")
+        _, inner = typing.get_args(typ)
+        return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(typ)
         if isinstance(value, str):

@@ -1,9 +1,10 @@
 """The data directory: what makes a folder ours, and the rule that we never write into one that is not.
 
-A ruvllm data directory holds ``ruvllm.json`` (format marker + version), ``memory/`` (the
-store and index), ``models/`` (GGUF files assembled from installed packages) and
-``ingested.json`` (which sources were ingested). A folder that exists, is not empty and has
-no marker is refused, so pointing ``--data-dir`` at the wrong place cannot damage anything.
+A ruvllm data directory holds ``ruvllm.json`` (format marker + version), ``memory/``
+(the store and index) and ``ingested.json`` (which sources were ingested). Model files
+are derived (assembled from installed packages) and live in the user cache dir instead.
+A folder that exists, is not empty and has no marker is refused, so pointing
+``--data-dir`` at the wrong place cannot damage anything.
 """
 
 from __future__ import annotations

