@@ -7,9 +7,13 @@ This module wires parts together and measures each stage; the algorithms live in
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,17 +24,18 @@ from ruvllm import judge
 from ruvllm.config import Config
 from ruvllm.datadir import open_data_dir, write_json_atomic
 from ruvllm.embedding import Embedder, make_embedder
-from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelNotFoundError
+from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelNotFoundError, NotFoundError
 from ruvllm.ingest import Doc, file_docs, stdlib_docs
 from ruvllm.llm import ModelPool, Registry
 from ruvllm.llm.base import Generation, Generator, SamplingParams
-from ruvllm.llm.prompt import ContextItem, build_prompt
+from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.router.base import Decision, RouteInput, Router
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
 
+RECENT_REQUESTS = 1024  # responses kept in memory so feedback can refer to them
 MAX_QUERY_CHARS = 64_000  # beyond this no configured context window can hold the question
 HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similarity
 INGEST_BATCH = 256
@@ -67,6 +72,28 @@ class QueryResponse:
 
 
 @dataclass
+class StreamEvent:
+    type: str  # "start" | "token" | "done"
+    request_id: str
+    text: str = ""
+    decision: Decision | None = None
+    sources: list[Source] | None = None
+    response: QueryResponse | None = None
+
+
+@dataclass
+class _Plan:
+    request_id: str
+    question: str
+    qvec: np.ndarray
+    decision: Decision
+    gen: Generator
+    params: SamplingParams
+    built: BuiltPrompt
+    sw: Stopwatch
+
+
+@dataclass
 class IngestReport:
     docs: int
     inserted: int
@@ -92,6 +119,7 @@ class RuvLLM:
         self._embedder = embedder
         self._router: Router | None = None
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, QueryResponse] = OrderedDict()  # request id → response, for feedback
         self._closed = False
 
     # ---- parts, created on first use ---------------------------------------------
@@ -186,10 +214,51 @@ class RuvLLM:
         writeback: bool | None = None,
         session_id: str | None = None,
     ) -> QueryResponse:
+        """Answer ``text`` from memory with the routed model; returns the whole typed response."""
+        plan = self._plan(text, model=model, max_tokens=max_tokens, session_id=session_id)
+        with plan.sw.stage("generate"):
+            out = _generate(plan.gen, plan.built, plan.params)
+        return self._finish(plan, out, writeback)
+
+    def stream(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        writeback: bool | None = None,
+        session_id: str | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Like ``query``, token by token: a ``start`` event (decision + sources), ``token``
+        events, then ``done`` with the full ``QueryResponse`` (after judge and write-back)."""
+        plan = self._plan(text, model=model, max_tokens=max_tokens, session_id=session_id)
+        yield StreamEvent("start", request_id=plan.request_id, decision=plan.decision,
+                          sources=_sources(plan.built.used))
+        pieces: list[str] = []
+        t0 = time.perf_counter()
+        ttft = 0.0
+        with plan.sw.stage("generate"):
+            for piece in _stream(plan.gen, plan.built, plan.params):
+                if not pieces:
+                    ttft = (time.perf_counter() - t0) * 1000.0
+                pieces.append(piece)
+                yield StreamEvent("token", request_id=plan.request_id, text=piece)
+        answer = "".join(pieces)
+        out = Generation(
+            text=answer, prompt_tokens=plan.built.prompt_tokens,
+            completion_tokens=plan.gen.count_tokens(answer) if answer else 0,
+            finish_reason="stop", ttft_ms=ttft, model=plan.gen.name,
+        )
+        yield StreamEvent("done", request_id=plan.request_id, response=self._finish(plan, out, writeback))
+
+    def _plan(self, text: str, *, model: str | None, max_tokens: int | None, session_id: str | None) -> _Plan:
+        """Everything before generation: retrieve, expand, rank, route, build the prompt."""
         question = _check_question(text)
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or not 1 <= max_tokens <= self.config.llm.n_ctx // 2):
+            raise InvalidInputError(f"max_tokens must be an integer in [1, {self.config.llm.n_ctx // 2}]")
         sw = Stopwatch()
         mc = self.config.memory
-
         with sw.stage("embed"):
             qvec = self.embedder.embed([question])[0]  # (dim,)
         with sw.stage("search"):
@@ -216,8 +285,11 @@ class RuvLLM:
         ).validate()
         with sw.stage("prompt"):
             built = self._build(question, ranked, decision, gen, params)
-        with sw.stage("generate"):
-            out = _generate(gen, built, params)
+        return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw)
+
+    def _finish(self, plan: _Plan, out: Generation, writeback: bool | None) -> QueryResponse:
+        """Everything after generation: judge, write-back, the response."""
+        sw, built = plan.sw, plan.built
         answer = out.text.strip()
         with sw.stage("judge"):
             quality = judge.grounding(answer, [c.text for c in built.used])
@@ -225,19 +297,51 @@ class RuvLLM:
         if writeback if writeback is not None else self.config.writeback.enabled:
             with sw.stage("writeback"):
                 res = self.writeback.write_answer(
-                    question, answer, qvec, [c.node_id for c in built.used], [c.score for c in built.used],
-                    quality, domain=_domain_of(built.used), created_by=f"ruvllm:{gen.name}",
+                    plan.question, answer, plan.qvec, [c.node_id for c in built.used],
+                    [c.score for c in built.used], quality, domain=_domain_of(built.used),
+                    created_by=f"ruvllm:{plan.gen.name}",
                 )
                 wb = {"action": res.action, "node_id": res.node_id, "reason": res.reason}
-        return QueryResponse(
-            request_id=uuid.uuid4().hex, question=question, answer=answer, model=gen.name,
-            decision=decision,
-            sources=[Source(c.node_id, round(c.score, 4), c.type, c.source, _snippet(c.text), c.hop)
-                     for c in built.used],
+        resp = QueryResponse(
+            request_id=plan.request_id, question=plan.question, answer=answer, model=plan.gen.name,
+            decision=plan.decision, sources=_sources(built.used),
             latency_ms={k: round(v, 2) for k, v in sw.stages.items()}, total_ms=round(sw.total_ms(), 2),
             quality=round(quality, 3), writeback=wb,
             usage={"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
         )
+        self._remember(resp)
+        return resp
+
+    # ---- feedback ------------------------------------------------------------------
+    def feedback(self, request_id: str, score: float, *, comment: str = "") -> dict[str, Any]:
+        """A user's judgement of an earlier answer: ``score`` in [0, 1] (1 = good).
+
+        A bad score on an answer that was written back lowers that node's confidence
+        (history is kept); the event is appended to ``feedback.jsonl`` for the learner.
+        """
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+            raise InvalidInputError(f"feedback score must be a number in [0, 1], got {score!r}")
+        with self._lock:
+            resp = self._recent.get(request_id)
+        if resp is None:
+            raise NotFoundError(f"no recent request with id {request_id!r} (feedback applies to this process's "
+                                f"last {RECENT_REQUESTS} answers)")
+        event = {"request_id": request_id, "score": float(score), "comment": comment, "time": time.time(),
+                 "model": resp.model, "question": resp.question, "quality": resp.quality}
+        node_id = resp.writeback.get("node_id") if resp.writeback else None
+        if node_id:
+            node = self.memory.get(node_id)
+            blended = 0.5 * node.metadata.confidence + 0.5 * float(score)
+            self.memory.update(node_id, confidence=round(blended, 4))
+            event["node_id"] = node_id
+        _append_jsonl(self.data_dir / "feedback.jsonl", event)
+        return event
+
+    def _remember(self, resp: QueryResponse) -> None:
+        with self._lock:
+            self._recent[resp.request_id] = resp
+            while len(self._recent) > RECENT_REQUESTS:
+                self._recent.popitem(last=False)
 
     def _apply_overrides(self, decision: Decision, model: str | None) -> Decision:
         installed = self.installed_models()
@@ -255,7 +359,7 @@ class RuvLLM:
         return decision
 
     def _build(self, question: str, ranked: list[ContextItem], decision: Decision, gen: Generator,
-               params: SamplingParams) -> Any:
+               params: SamplingParams) -> BuiltPrompt:
         q_tokens = gen.count_tokens(question)
         room = gen.n_ctx - params.max_tokens - q_tokens - 64  # 64: instructions and template
         if room < 0:
@@ -328,11 +432,29 @@ def _rank(qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> lis
     return sorted(items.values(), key=lambda c: -c.score)
 
 
-def _generate(gen: Generator, built: Any, params: SamplingParams) -> Generation:
+def _generate(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Generation:
     if built.style == "completion":
         p = SamplingParams(params.max_tokens, params.temperature, params.top_p, built.stop, params.seed)
         return gen.complete(built.prompt, p)
     return gen.chat(built.messages, params)
+
+
+def _stream(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Iterator[str]:
+    if built.style == "completion":
+        p = SamplingParams(params.max_tokens, params.temperature, params.top_p, built.stop, params.seed)
+        return gen.stream_complete(built.prompt, p)
+    return gen.stream_chat(built.messages, params)
+
+
+def _sources(used: Sequence[ContextItem]) -> list[Source]:
+    return [Source(c.node_id, round(c.score, 4), c.type, c.source, _snippet(c.text), c.hop) for c in used]
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _snippet(text: str, n: int = 160) -> str:
@@ -347,8 +469,6 @@ def _domain_of(used: Sequence[ContextItem]) -> str:
 def _read_manifest(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
-    import json
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
