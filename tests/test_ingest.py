@@ -20,7 +20,8 @@ def test_stdlib_docs_for_json() -> None:
     dumps = by_key["json.dumps#0"]
     assert dumps.source == "stdlib:json.dumps"
     assert by_key["json.dumps#1"].links == [("json.dumps#0", EdgeType.FOLLOWS, 1.0)]
-    assert dumps.text.startswith("Function json.dumps(obj")
+    assert dumps.text.startswith("Function json.dumps (module json).")
+    assert "Signature: json.dumps(obj" in dumps.text
     assert "JSON" in dumps.text
     assert dumps.domain == "json"
     keys = {d.key for d in docs}

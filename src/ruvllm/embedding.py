@@ -53,14 +53,19 @@ class SentenceEmbedder:
             raise ModelNotFoundError(
                 f"sentence encoder folder {path} has no config.json; point embedding.model_path at one"
             )
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:  # the library raises many types for a bad folder
             raise ModelLoadError(f"could not load the sentence encoder from {path}: {exc}") from exc
         self.name = path.name if model_path else "all-MiniLM-L6-v2"
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ModelLoadError(f"sentence encoder at {path} does not report its dimension")
         self.dim = int(dim)

@@ -77,11 +77,18 @@ def chunk_text(text: str, limit: int = CHUNK_CHARS) -> list[str]:
 
 
 def _docs_for(qualname: str, header: str, doc: str, domain: str, tags: list[str],
-              parent: str | None, parent_weight: float) -> list[Doc]:
+              parent: str | None, parent_weight: float, signature: str = "") -> list[Doc]:
+    # Chunk 0 is a short summary (header, first paragraph, signature): a focused vector for
+    # "what does X do" questions. The rest of the docstring follows in chunks linked by Follows.
+    # The signature goes after the prose: a long signature first dilutes the embedding.
+    first, _, rest = doc.strip().partition("\n\n")
     out: list[Doc] = []
-    for i, chunk in enumerate(chunk_text(doc)):
+    for i, chunk in enumerate([first[:CHUNK_CHARS], *chunk_text(rest)]):
         key = f"{qualname}#{i}"
-        text = f"{header}\n{chunk}" if i == 0 else f"{qualname} (continued):\n{chunk}"
+        if i == 0:
+            text = f"{header}\n{chunk}" + (f"\nSignature: {qualname}{signature}" if signature else "")
+        else:
+            text = f"{qualname} (continued):\n{chunk}"
         d = Doc(key=key, text=text, source=f"stdlib:{qualname}", domain=domain, tags=list(tags))
         if i > 0:
             d.links.append((f"{qualname}#{i - 1}", EdgeType.FOLLOWS, 1.0))
@@ -129,8 +136,8 @@ def stdlib_docs(modules: tuple[str, ...] | list[str] | None = None) -> list[Doc]
                 continue
             seen.add(qual)
             kind = "class" if inspect.isclass(obj) else "function"
-            header = f"{kind.capitalize()} {qual}{_signature(obj)}."
-            docs += _docs_for(qual, header, odoc, modname, [kind], modname, 0.5)
+            header = f"{kind.capitalize()} {qual} (module {modname})."
+            docs += _docs_for(qual, header, odoc, modname, [kind], modname, 0.5, _signature(obj))
             if not inspect.isclass(obj):
                 continue
             for mname, meth in sorted(vars(obj).items()):
@@ -141,8 +148,8 @@ def stdlib_docs(modules: tuple[str, ...] | list[str] | None = None) -> list[Doc]
                 if not mdoc_ or mqual in seen or mdoc_ == odoc:
                     continue
                 seen.add(mqual)
-                docs += _docs_for(mqual, f"Method {mqual}{_signature(meth)}.", mdoc_, modname,
-                                  ["method"], qual, 0.8)
+                header = f"Method {mqual} (class {qual}, module {modname})."
+                docs += _docs_for(mqual, header, mdoc_, modname, ["method"], qual, 0.8, _signature(meth))
     return docs
 
 
