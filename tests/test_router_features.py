@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -34,8 +35,8 @@ def _fitted() -> Normalizer:
 
 def test_layout_is_pinned() -> None:
     assert F.DIM == 128
-    assert (F.QUERY_STATS, F.EMBEDDING_STATS, F.SEARCH_STATS, F.SYSTEM_STATS) == (
-        slice(0, 32), slice(32, 48), slice(48, 96), slice(96, 128))
+    assert (
+        slice(0, 32), slice(32, 48), slice(48, 96), slice(96, 128)) == (F.QUERY_STATS, F.EMBEDDING_STATS, F.SEARCH_STATS, F.SYSTEM_STATS)
     sizes = {name: s.stop - s.start for name, s in F.SLICES.items()}
     assert sizes["language"] == 8 and sizes["domain"] == 16 and sizes["query_type"] == 6
     assert sizes["embedding_pca"] == 8 and sizes["embedding_cluster"] == 4
@@ -44,7 +45,7 @@ def test_layout_is_pinned() -> None:
     # the named slices tile 0..128 exactly, in order, without gaps or overlaps
     ordered = sorted(F.SLICES.values(), key=lambda s: s.start)
     assert ordered[0].start == 0 and ordered[-1].stop == 128
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         assert a.stop == b.start
     # each sub-slice lies inside its block
     blocks = [F.QUERY_STATS, F.EMBEDDING_STATS, F.SEARCH_STATS, F.SYSTEM_STATS]

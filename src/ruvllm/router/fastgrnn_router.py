@@ -1,0 +1,107 @@
+"""``FastGRNNRouter``: the trained FastGRNN behind the ``Router`` protocol (numpy only).
+
+``FastGRNNRouter.load(path, models=installed)`` reads ``<path>.npz`` + ``<path>.json`` (written
+by ``training.train_from_oracle``; ``path`` may name either file or the stem). Per query it:
+
+1. builds the normalised 128-d vector: from ``RouteInput.features`` when that is a
+   ``features.FeatureInput`` (preferred: the orchestrator fills it from the embedding, hits and
+   system stats) or an already-normalised (128,) array; otherwise from the few fields
+   ``RouteInput`` carries (query, token count, top score, hit count);
+2. runs one FastGRNN step from the session's hidden state (kept per ``session_id``, LRU-bounded;
+   no session id → a fresh state), so the router sees what the session asked before;
+3. decodes the heads: the most probable model among the installed ones, the context bin (capped
+   by ``max_context``), temperature, top-p and confidence. Confidence is the head trained to be
+   P(chosen model = oracle's); the orchestrator falls back to a larger model below
+   ``router.confidence_threshold``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ruvllm.errors import InvalidInputError, ModelNotFoundError
+from ruvllm.router.base import Decision, RouteInput
+from ruvllm.router.fastgrnn import F32, FastGRNNParams
+from ruvllm.router.features import DIM, FeatureInput
+
+MAX_SESSIONS = 4096
+
+
+class FastGRNNRouter:
+    def __init__(self, params: FastGRNNParams, models: list[str] | None = None, *, max_context: int | None = None):
+        trained = params.config.models
+        wanted = list(models) if models is not None else list(trained)
+        self.models = [m for m in wanted if m in trained]
+        if not self.models:
+            raise ModelNotFoundError(
+                f"the FastGRNN router was trained for models {trained}, none of which is installed "
+                f"({wanted}); retrain it with `ruvllm router train` for the configured models"
+            )
+        self.params = params
+        self._allowed = np.array([m in self.models for m in trained])  # (M,) mask over the heads
+        self.max_context = max_context
+        self._states: OrderedDict[str, F32] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, models: list[str] | None = None, *, max_context: int | None = None) -> FastGRNNRouter:
+        p = Path(path)
+        if p.suffix in (".npz", ".json"):
+            p = p.with_suffix("")
+        return cls(FastGRNNParams.load(p), models, max_context=max_context)
+
+    # ---- features ---------------------------------------------------------------------
+    def featurize(self, inp: RouteInput) -> F32:
+        f = inp.features
+        if isinstance(f, FeatureInput):
+            return self.params.normalizer.features(f)
+        if f is not None:
+            x = np.asarray(f, dtype=np.float32)
+            if x.shape != (DIM,) or not np.all(np.isfinite(x)):
+                raise InvalidInputError(f"RouteInput.features must be a FeatureInput or a finite ({DIM},) vector")
+            return x
+        fi = FeatureInput(
+            query=inp.query, n_query_tokens=inp.n_query_tokens,
+            hit_scores=[inp.top_score] * max(0, inp.n_hits) if inp.n_hits else (),
+        )
+        return self.params.normalizer.features(fi)
+
+    # ---- routing ----------------------------------------------------------------------
+    def route(self, inp: RouteInput) -> Decision:
+        x = self.featurize(inp)  # (D,)
+        with self._lock:
+            h = self._states.get(inp.session_id) if inp.session_id else None
+        out, h_new = self.params.step(x, h)
+        if inp.session_id:
+            with self._lock:
+                self._states[inp.session_id] = h_new
+                self._states.move_to_end(inp.session_id)
+                while len(self._states) > MAX_SESSIONS:
+                    self._states.popitem(last=False)
+        trained = self.params.config.models
+        probs = np.where(self._allowed, out.model_probs, 0.0)
+        probs = probs / probs.sum() if probs.sum() > 0 else self._allowed / self._allowed.sum()
+        mi = int(np.argmax(probs))
+        bins = list(self.params.config.context_bins)
+        ci = int(np.argmax(out.context_probs))
+        ctx = bins[ci]
+        if self.max_context is not None:
+            ctx = max([b for b in bins if b <= self.max_context] or [bins[0]]) if ctx > self.max_context else ctx
+        conf = 1.0 if len(self.models) == 1 else out.confidence
+        return Decision(
+            model=trained[mi], context_tokens=int(ctx), temperature=round(min(2.0, max(0.0, out.temperature)), 4),
+            top_p=round(min(1.0, max(0.0, out.top_p)), 4), confidence=round(float(conf), 4),
+            reason=f"fastgrnn: p({trained[mi]})={probs[mi]:.2f}, context p={out.context_probs[ci]:.2f}",
+            model_probs={m: round(float(p), 4) for m, p in zip(trained, probs, strict=True) if m in self.models},
+        )
+
+    def reset(self, session_id: str | None = None) -> None:
+        with self._lock:
+            if session_id is None:
+                self._states.clear()
+            else:
+                self._states.pop(session_id, None)

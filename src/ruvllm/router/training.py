@@ -1,0 +1,576 @@
+"""Training the FastGRNN router: the torch twin, phase 2 (supervised), compression, phase 3 (online).
+
+Phase 1 (oracle labels) is ``oracle.py``. Here:
+
+- ``FastGRNNTorch``: the same cell and heads as ``fastgrnn.FastGRNNParams`` (same parameter names),
+  in PyTorch, for autograd. ``to_params`` / ``from_params`` hand models across.
+- ``router_loss``: CE(model) + CE(context) + α·SmoothL1(temperature) + β·SmoothL1(top-p)
+  + γ·BCE(confidence, [argmax model = oracle model]) so the confidence head is calibrated to the
+  probability that the chosen model is the oracle's. CE(model) is optionally weighted by the
+  oracle's utility gap, so near-ties cost less than clear mistakes.
+- ``compress``: EdgeML's three stages: dense → iterative hard thresholding of W1, W2, U1, U2 to a
+  target sparsity → retrain on the fixed support; then int8 (per-tensor scale). Each stage's
+  size in KB and held-out accuracy goes in the report.
+- ``OnlineRefiner``: phase 3. ε-greedy exploration over models with logged propensities,
+  inverse-propensity-weighted policy-gradient updates, and an EWC penalty (diagonal Fisher
+  of the supervised task) that keeps the router from forgetting what phase 2 taught it.
+- ``train_from_oracle(labelled_jsonl, out_dir, config)``: the one reproducible entry point
+  behind ``ruvllm router train``.
+
+All randomness is seeded; torch runs with one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ruvllm.errors import InvalidInputError
+from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
+from ruvllm.router.features import Normalizer
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RouterDataset:
+    """Rows are queries in session order; ``session`` groups them (a row's turn = its order)."""
+
+    x: F32  # (N, D) normalised features
+    session: I64  # (N,)
+    y_model: I64  # (N,) oracle model index
+    y_ctx: I64  # (N,) oracle context-bin index
+    y_temp: F32  # (N,) in [0, 2]
+    y_top_p: F32  # (N,) in [0, 1]
+    utility: F32 | None = None  # (N, M, C) oracle utilities, for regret weighting and evaluation
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, rows: npt.ArrayLike) -> RouterDataset:
+        r = np.asarray(rows, dtype=np.int64)
+        return RouterDataset(
+            self.x[r], self.session[r], self.y_model[r], self.y_ctx[r], self.y_temp[r], self.y_top_p[r],
+            None if self.utility is None else self.utility[r],
+        )
+
+    def session_rows(self) -> list[I64]:
+        order: dict[int, list[int]] = {}
+        for i, s in enumerate(self.session.tolist()):
+            order.setdefault(int(s), []).append(i)
+        return [np.asarray(v, dtype=np.int64) for v in order.values()]
+
+    def padded(self) -> tuple[F32, npt.NDArray[np.bool_], I64]:
+        """(S, T, D) features, (S, T) mask, (S, T) row index (−1 = padding)."""
+        sess = self.session_rows()
+        S, T = len(sess), max(len(s) for s in sess)
+        xs = np.zeros((S, T, self.x.shape[1]), dtype=np.float32)
+        idx = np.full((S, T), -1, dtype=np.int64)
+        for i, rows in enumerate(sess):
+            xs[i, : len(rows)] = self.x[rows]
+            idx[i, : len(rows)] = rows
+        return xs, idx >= 0, idx
+
+
+def predict(params: FastGRNNParams, data: RouterDataset) -> F32:
+    """Raw head outputs (N, n_out) for every row, each session run through the recurrence."""
+    xs, mask, idx = data.padded()
+    out = params.forward_batch(xs)  # (S, T, n_out)
+    res = np.zeros((len(data), params.config.n_out), dtype=np.float32)
+    res[idx[mask]] = out[mask]
+    return res
+
+
+def evaluate(params: FastGRNNParams, data: RouterDataset) -> dict[str, float]:
+    out = predict(params, data)
+    M, C = params.config.n_models, len(params.config.context_bins)
+    pm, pc = out[:, :M].argmax(1), out[:, M : M + C].argmax(1)
+    res = {
+        "model_accuracy": float((pm == data.y_model).mean()),
+        "context_accuracy": float((pc == data.y_ctx).mean()),
+        "joint_accuracy": float(((pm == data.y_model) & (pc == data.y_ctx)).mean()),
+    }
+    if data.utility is not None:
+        chosen = data.utility[np.arange(len(data)), pm, pc]
+        res["utility_regret"] = float((data.utility.reshape(len(data), -1).max(1) - chosen).mean())
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# the torch twin of fastgrnn.FastGRNNParams
+# --------------------------------------------------------------------------------------
+
+
+class FastGRNNTorch(nn.Module):
+    """FastGRNN cell + heads; parameter names match ``fastgrnn.param_shapes``."""
+
+    W1: nn.Parameter  # (H, rw)
+    W2: nn.Parameter  # (D, rw)
+    U1: nn.Parameter  # (H, ru)
+    U2: nn.Parameter  # (H, ru)
+    b_z: nn.Parameter  # (H,)
+    b_h: nn.Parameter  # (H,)
+    zeta: nn.Parameter  # (1,)
+    nu: nn.Parameter  # (1,)
+    head_w: nn.Parameter  # (n_out, H)
+    head_b: nn.Parameter  # (n_out,)
+
+    def __init__(self, cfg: FastGRNNConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        init = FastGRNNParams.init(cfg, seed=seed)
+        for name in param_shapes(cfg):
+            setattr(self, name, nn.Parameter(torch.from_numpy(init.arrays[name].copy())))
+        self.masks: dict[str, torch.Tensor] = {}  # fixed sparse support (stage 3)
+
+    def forward(self, xs: torch.Tensor) -> torch.Tensor:
+        """xs (B, T, D) → raw head outputs (B, T, n_out)."""
+        B, T, _ = xs.shape
+        W = self.W1 @ self.W2.T  # (H, D)
+        U = self.U1 @ self.U2.T  # (H, H)
+        zeta, nu = torch.sigmoid(self.zeta), torch.sigmoid(self.nu)  # (1,), (1,)
+        wx = xs @ W.T  # (B, T, H): the input projection for every step at once
+        h = xs.new_zeros(B, self.cfg.hidden)  # (B, H)
+        hs = []
+        for t in range(T):
+            pre = wx[:, t] + h @ U.T  # (B, H)
+            z = torch.sigmoid(pre + self.b_z)
+            h_tilde = torch.tanh(pre + self.b_h)
+            h = (zeta * (1.0 - z) + nu) * h_tilde + z * h
+            hs.append(h)
+        hseq = torch.stack(hs, dim=1)  # (B, T, H)
+        return hseq @ self.head_w.T + self.head_b  # (B, T, n_out)
+
+    def apply_masks(self) -> None:
+        with torch.no_grad():
+            for name, m in self.masks.items():
+                getattr(self, name).mul_(m)
+
+    def to_params(self, normalizer: Normalizer | None = None, meta: dict[str, Any] | None = None) -> FastGRNNParams:
+        arrays = {n: p.detach().cpu().numpy().astype(np.float32).copy() for n, p in self.named_parameters()}
+        return FastGRNNParams(self.cfg, arrays, normalizer or Normalizer.identity(), dict(meta or {}))
+
+    @classmethod
+    def from_params(cls, params: FastGRNNParams) -> FastGRNNTorch:
+        m = cls(params.config)
+        with torch.no_grad():
+            for name, arr in params.arrays.items():
+                getattr(m, name).copy_(torch.from_numpy(arr.copy()))
+        return m
+
+
+# --------------------------------------------------------------------------------------
+# phase 2: supervised training
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    hidden: int = 32
+    w_rank: int = 16
+    u_rank: int = 8
+    epochs: int = 60
+    lr: float = 1e-2
+    weight_decay: float = 1e-5
+    batch_sessions: int = 32
+    alpha: float = 1.0  # SmoothL1(temperature)
+    beta: float = 1.0  # SmoothL1(top_p)
+    gamma: float = 0.5  # BCE(confidence)
+    context_weight: float = 1.0  # CE(context)
+    regret_weighting: bool = True  # weight CE(model) by the oracle's utility gap
+    target_sparsity: float = 0.5  # share of zeros in W1, W2, U1, U2 after stage 2
+    iht_rounds: int = 4
+    iht_epochs: int = 8
+    retrain_epochs: int = 25
+    seed: int = 0
+
+
+@dataclass
+class _Batch:
+    xs: torch.Tensor  # (S, T, D)
+    mask: torch.Tensor  # (S, T) bool
+    y_model: torch.Tensor  # (S, T)
+    y_ctx: torch.Tensor
+    y_temp: torch.Tensor
+    y_top_p: torch.Tensor
+    weight: torch.Tensor  # (S, T) per-row CE(model) weight
+
+
+def _model_weights(data: RouterDataset, on: bool) -> F32:
+    if not on or data.utility is None:
+        return np.ones(len(data), dtype=np.float32)
+    best_per_model = data.utility.max(axis=2)  # (N, M)
+    best = best_per_model[np.arange(len(data)), data.y_model]
+    other = best_per_model.copy()
+    other[np.arange(len(data)), data.y_model] = -np.inf
+    gap = best - other.max(axis=1)  # (N,) ≥ 0
+    med = float(np.median(gap[gap > 0])) if np.any(gap > 0) else 1.0
+    return np.clip(gap / max(med, 1e-6), 0.25, 4.0).astype(np.float32)
+
+
+def _batches(data: RouterDataset, weights: F32) -> _Batch:
+    xs, mask, idx = data.padded()
+    safe = np.where(idx >= 0, idx, 0)
+
+    def g(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.where(mask, a[safe], 0)
+
+    return _Batch(
+        torch.from_numpy(xs), torch.from_numpy(mask),
+        torch.from_numpy(g(data.y_model).astype(np.int64)), torch.from_numpy(g(data.y_ctx).astype(np.int64)),
+        torch.from_numpy(g(data.y_temp).astype(np.float32)), torch.from_numpy(g(data.y_top_p).astype(np.float32)),
+        torch.from_numpy(g(weights).astype(np.float32)),
+    )
+
+
+def _take(b: _Batch, rows: torch.Tensor) -> _Batch:
+    return _Batch(*(getattr(b, f)[rows] for f in ("xs", "mask", "y_model", "y_ctx", "y_temp", "y_top_p", "weight")))
+
+
+def router_loss(
+    out: torch.Tensor, b: _Batch, cfg: FastGRNNConfig, tc: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """out (S, T, n_out) against the oracle labels of the unpadded steps."""
+    M, C = cfg.n_models, len(cfg.context_bins)
+    o = out[b.mask]  # (n, n_out)
+    ym, yc = b.y_model[b.mask], b.y_ctx[b.mask]
+    w = b.weight[b.mask]
+    ce_m = (F.cross_entropy(o[:, :M], ym, reduction="none") * w).sum() / w.sum()
+    ce_c = F.cross_entropy(o[:, M : M + C], yc)
+    temp = 2.0 * torch.sigmoid(o[:, M + C])
+    top_p = torch.sigmoid(o[:, M + C + 1])
+    l_t = F.smooth_l1_loss(temp, b.y_temp[b.mask])
+    l_p = F.smooth_l1_loss(top_p, b.y_top_p[b.mask])
+    correct = (o[:, :M].argmax(1) == ym).float().detach()
+    l_c = F.binary_cross_entropy_with_logits(o[:, M + C + 2], correct)
+    loss = ce_m + tc.context_weight * ce_c + tc.alpha * l_t + tc.beta * l_p + tc.gamma * l_c
+    parts = {"ce_model": ce_m.item(), "ce_context": ce_c.item(), "temp": l_t.item(), "top_p": l_p.item(),
+             "confidence": l_c.item()}
+    return loss, parts
+
+
+def _fit(model: FastGRNNTorch, batch: _Batch, tc: TrainConfig, epochs: int, lr: float, seed: int) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
+    S = batch.xs.shape[0]
+    last = 0.0
+    for _ in range(epochs):
+        perm = torch.randperm(S, generator=gen)
+        for start in range(0, S, tc.batch_sessions):
+            b = _take(batch, perm[start : start + tc.batch_sessions])
+            loss, _ = router_loss(model(b.xs), b, model.cfg, tc)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.apply_masks()
+            last = loss.item()
+    return last
+
+
+def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig) -> FastGRNNTorch:
+    """Stage 1: the dense FastGRNN on ``data`` (normalised features)."""
+    torch.manual_seed(tc.seed)
+    cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
+                         u_rank=tc.u_rank)
+    model = FastGRNNTorch(cfg, seed=tc.seed)
+    _fit(model, _batches(data, _model_weights(data, tc.regret_weighting)), tc, tc.epochs, tc.lr, tc.seed)
+    return model
+
+
+def hard_threshold(model: FastGRNNTorch, sparsity: float) -> None:
+    """Keep the largest-magnitude (1 − sparsity) share of each sparse factor; fix that support."""
+    with torch.no_grad():
+        for name in SPARSE_PARAMS:
+            p = getattr(model, name)
+            k = round(p.numel() * (1.0 - sparsity))
+            if k >= p.numel():
+                model.masks[name] = torch.ones_like(p)
+                continue
+            thresh = p.abs().flatten().kthvalue(p.numel() - k).values if k > 0 else p.abs().max() + 1
+            mask = (p.abs() > thresh).float()
+            model.masks[name] = mask
+            p.mul_(mask)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    size_kb: float
+    sparsity: float
+    model_accuracy: float
+    context_accuracy: float
+    accuracy_lost: float  # vs the dense model, on the evaluation split
+    utility_regret: float | None = None
+
+
+def compress(
+    model: FastGRNNTorch, train: RouterDataset, evalset: RouterDataset, tc: TrainConfig,
+    normalizer: Normalizer | None = None,
+) -> tuple[FastGRNNParams, FastGRNNParams, list[StageReport]]:
+    """Stages 2 and 3 and int8 on a trained dense ``model`` (modified in place).
+    Returns (dense params, compressed int8 params, per-stage report)."""
+    norm = normalizer or Normalizer.identity()
+    dense = model.to_params(norm, {"stage": "dense"})
+    reports: list[StageReport] = []
+
+    def record(stage: str, p: FastGRNNParams, bits: int) -> None:
+        ev = evaluate(p, evalset)
+        base = reports[0].model_accuracy if reports else ev["model_accuracy"]
+        reports.append(StageReport(stage, round(p.size_bytes(bits) / 1024, 3), round(p.sparsity(), 4),
+                                   ev["model_accuracy"], ev["context_accuracy"],
+                                   round(base - ev["model_accuracy"], 4), ev.get("utility_regret")))
+
+    record("dense fp32", dense, 32)
+    batch = _batches(train, _model_weights(train, tc.regret_weighting))
+    for r in range(1, tc.iht_rounds + 1):  # stage 2: iterative hard thresholding
+        hard_threshold(model, tc.target_sparsity * r / tc.iht_rounds)
+        if r < tc.iht_rounds:
+            model.masks = {}  # IHT: the support may change between rounds
+            _fit(model, batch, tc, tc.iht_epochs, tc.lr * 0.5, tc.seed + r)
+    record("sparse (hard-thresholded) fp32", model.to_params(norm), 32)
+    _fit(model, batch, tc, tc.retrain_epochs, tc.lr * 0.3, tc.seed + 100)  # stage 3: fixed support
+    sparse = model.to_params(norm, {"stage": "sparse"})
+    record("sparse retrained fp32", sparse, 32)
+    q = quantized(sparse)
+    q.meta.update({"stage": "sparse+int8", "sparsity": sparse.sparsity()})
+    record("sparse retrained int8", q, 8)
+    return dense, q, reports
+
+
+# --------------------------------------------------------------------------------------
+# phase 3: online refinement (ε-greedy, importance weights, EWC)
+# --------------------------------------------------------------------------------------
+
+
+def diag_fisher(model: FastGRNNTorch, data: RouterDataset, max_sessions: int = 256) -> dict[str, torch.Tensor]:
+    """Empirical diagonal Fisher of the model-choice log-likelihood, per session, scaled to mean 1."""
+    batch = _batches(data, np.ones(len(data), np.float32))
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    S = min(batch.xs.shape[0], max_sessions)
+    M = model.cfg.n_models
+    for s in range(S):
+        b = _take(batch, torch.tensor([s]))
+        out = model(b.xs)[b.mask]  # (t, n_out)
+        nll = F.cross_entropy(out[:, :M], b.y_model[b.mask], reduction="sum")
+        model.zero_grad()
+        nll.backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach() ** 2 / S
+    total = sum(float(f.sum()) for f in fisher.values())
+    count = sum(f.numel() for f in fisher.values())
+    mean = total / max(count, 1)
+    return {n: f / mean if mean > 0 else f for n, f in fisher.items()}
+
+
+@dataclass
+class OnlineConfig:
+    epsilon: float = 0.1  # exploration rate of ε-greedy
+    lr: float = 3e-3
+    ewc_lambda: float = 10.0  # 0 turns EWC off
+    steps_per_update: int = 5
+    max_importance_weight: float = 10.0  # clip on 1/propensity
+    seed: int = 0
+
+
+@dataclass
+class OnlineEvent:
+    xs: F32  # (T, D) the session's features up to and including this query
+    action: int  # model index that answered
+    propensity: float  # probability the behaviour policy gave that action
+    reward: float  # observed utility (e.g. judged quality − λ·latency − μ·cost)
+
+
+class OnlineRefiner:
+    """Phase 3: explore, log, and refine a trained router without forgetting phase 2."""
+
+    def __init__(self, params: FastGRNNParams, cfg: OnlineConfig | None = None,
+                 fisher_data: RouterDataset | None = None):
+        self.cfg = cfg or OnlineConfig()
+        torch.manual_seed(self.cfg.seed)
+        self.normalizer = params.normalizer
+        self.model = FastGRNNTorch.from_params(params)
+        for name in SPARSE_PARAMS:  # keep a compressed model's support
+            p = getattr(self.model, name)
+            if bool((p == 0).any()):
+                self.model.masks[name] = (p != 0).float()
+        self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.fisher = (diag_fisher(self.model, fisher_data) if fisher_data is not None
+                       else {n: torch.ones_like(p) for n, p in self.model.named_parameters()})
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.buffer: list[OnlineEvent] = []
+        self.baseline = 0.0
+        self.n_seen = 0
+
+    def choose(self, model_probs: npt.ArrayLike) -> tuple[int, float]:
+        """ε-greedy over the router's model probabilities → (action, its propensity)."""
+        p = np.asarray(model_probs, dtype=np.float64)
+        M, greedy = len(p), int(np.argmax(p))
+        a = int(self.rng.integers(M)) if self.rng.random() < self.cfg.epsilon else greedy
+        prop = (1.0 - self.cfg.epsilon) * (a == greedy) + self.cfg.epsilon / M
+        return a, float(prop)
+
+    def observe(self, event: OnlineEvent) -> None:
+        if not 0.0 < event.propensity <= 1.0:
+            raise InvalidInputError(f"propensity must be in (0, 1], got {event.propensity}")
+        self.buffer.append(event)
+        self.n_seen += 1
+        self.baseline += (event.reward - self.baseline) / self.n_seen  # running mean reward
+
+    def ewc_penalty(self) -> torch.Tensor:
+        pen = torch.zeros(())
+        for n, p in self.model.named_parameters():
+            pen = pen + (self.fisher[n] * (p - self.anchor[n]) ** 2).sum()
+        return pen
+
+    def update(self) -> dict[str, float]:
+        """A few IPS policy-gradient steps on the buffered events (+ EWC); clears the buffer."""
+        if not self.buffer:
+            return {"events": 0}
+        M = self.model.cfg.n_models
+        T = max(len(e.xs) for e in self.buffer)
+        xs = np.zeros((len(self.buffer), T, self.buffer[0].xs.shape[1]), dtype=np.float32)
+        last = np.array([len(e.xs) - 1 for e in self.buffer])
+        for i, e in enumerate(self.buffer):
+            xs[i, : len(e.xs)] = e.xs
+        x_t = torch.from_numpy(xs)
+        acts = torch.tensor([e.action for e in self.buffer])
+        w = torch.tensor([min(1.0 / e.propensity, self.cfg.max_importance_weight) for e in self.buffer])
+        adv = torch.tensor([e.reward - self.baseline for e in self.buffer], dtype=torch.float32)
+        rows = torch.arange(len(self.buffer))
+        loss_v = 0.0
+        for _ in range(self.cfg.steps_per_update):
+            out = self.model(x_t)[rows, torch.from_numpy(last)]  # (E, n_out)
+            logp = F.log_softmax(out[:, :M], dim=1)[rows, acts]  # (E,)
+            loss = -(w * adv * logp).mean() + self.cfg.ewc_lambda * self.ewc_penalty()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.model.apply_masks()
+            loss_v = loss.item()
+        n = len(self.buffer)
+        self.buffer.clear()
+        return {"events": n, "loss": loss_v}
+
+    def params(self) -> FastGRNNParams:
+        return self.model.to_params(self.normalizer, {"stage": "online"})
+
+    def drift(self) -> float:
+        """Fisher-weighted squared distance from the phase-2 parameters."""
+        with torch.no_grad():
+            return float(self.ewc_penalty())
+
+
+# --------------------------------------------------------------------------------------
+# the one entry point: oracle JSONL → trained, compressed router
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainReport:
+    labelled: str
+    out_dir: str
+    label_source: str  # "real" or "synthetic" (from the oracle records)
+    models: list[str]
+    n_train: int
+    n_eval: dict[str, int]
+    dense: dict[str, dict[str, float]]  # split → metrics
+    compressed: dict[str, dict[str, float]]
+    stages: list[StageReport]
+    checkpoint: str  # the deployable (compressed) router: <out_dir>/router.{npz,json}
+    dense_checkpoint: str
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def datasets_from_records(records: Sequence[Any], normalizer: Normalizer) -> RouterDataset:
+    """Oracle records (``oracle.LabelledRecord``) → a normalised ``RouterDataset``."""
+    from ruvllm.router.features import extract
+
+    x = np.stack([normalizer.transform(extract(r.feature_input(), normalizer)) for r in records]).astype(np.float32)
+    sess_ids: dict[str, int] = {}
+    session = np.array([sess_ids.setdefault(r.session, len(sess_ids)) for r in records], dtype=np.int64)
+    return RouterDataset(
+        x=x, session=session,
+        y_model=np.array([r.best_model for r in records], dtype=np.int64),
+        y_ctx=np.array([r.best_context for r in records], dtype=np.int64),
+        y_temp=np.array([r.temperature for r in records], dtype=np.float32),
+        y_top_p=np.array([r.top_p for r in records], dtype=np.float32),
+        utility=np.array([r.utility for r in records], dtype=np.float32),
+    )
+
+
+def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig | None = None) -> TrainReport:
+    """Train, compress and save a router from an oracle-labelled JSONL (``oracle.label``).
+
+    Records with ``split == "train"`` train it (all records when no split is marked, then
+    a seeded 80/20 split by session holds some out); every other split is evaluated. Writes
+    ``router.{npz,json}`` (compressed int8, deployable), ``router_dense.{npz,json}`` and
+    ``train_report.json`` to ``out_dir``. Same inputs and seed → same files.
+    """
+    from ruvllm.router.oracle import load_labelled
+
+    tc = config or TrainConfig()
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    records = load_labelled(Path(labelled_jsonl))
+    splits: dict[str, list[Any]] = {}
+    for r in records:
+        splits.setdefault(r.split or "", []).append(r)
+    if "train" in splits:
+        train_recs = splits.pop("train")
+    else:
+        allr = [r for rs in splits.values() for r in rs]
+        sessions = sorted({r.session for r in allr})
+        rng = np.random.default_rng(tc.seed)
+        held = set(rng.choice(sessions, size=max(1, len(sessions) // 5), replace=False).tolist())
+        train_recs = [r for r in allr if r.session not in held]
+        splits = {"heldout": [r for r in allr if r.session in held]}
+    if len(train_recs) < 8:
+        raise InvalidInputError(f"{labelled_jsonl} has {len(train_recs)} training records; need at least 8")
+    models = list(train_recs[0].models)
+    normalizer = Normalizer.fit([r.feature_input() for r in train_recs], seed=tc.seed)
+    train = datasets_from_records(train_recs, normalizer)
+    evals = {name: datasets_from_records(rs, normalizer) for name, rs in splits.items() if rs}
+    main_eval = evals.get("test_unseen") or next(iter(evals.values()), train)
+
+    model = train_dense(train, models, tc)
+    dense, comp, stages = compress(model, train, main_eval, tc, normalizer)
+    source = sorted({r.label_source for r in records})
+    meta = {"label_source": ",".join(source), "train_config": asdict(tc), "n_train": len(train)}
+    dense.meta.update(meta)
+    comp.meta.update(meta)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dense.save(out / "router_dense", int8=False)
+    comp.save(out / "router", int8=True)
+    report = TrainReport(
+        labelled=str(labelled_jsonl), out_dir=str(out), label_source=",".join(source), models=models,
+        n_train=len(train), n_eval={k: len(v) for k, v in evals.items()},
+        dense={k: evaluate(dense, v) for k, v in {"train": train, **evals}.items()},
+        compressed={k: evaluate(comp, v) for k, v in {"train": train, **evals}.items()},
+        stages=stages, checkpoint=str(out / "router"), dense_checkpoint=str(out / "router_dense"),
+        seconds=round(time.perf_counter() - t0, 2), config=asdict(tc),
+    )
+    (out / "train_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

@@ -1,0 +1,146 @@
+"""FastGRNN: the numpy inference equals the torch twin; save/load; the Router wrapper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ruvllm.errors import InvalidInputError, ModelNotFoundError, StoreCorruptError
+from ruvllm.router.base import CONTEXT_BINS, Decision, RouteInput
+from ruvllm.router.fastgrnn import FastGRNNConfig, FastGRNNParams, dequantize_int8, quantize_int8, quantized
+from ruvllm.router.fastgrnn_router import FastGRNNRouter
+from ruvllm.router.features import FeatureInput
+from ruvllm.router.training import FastGRNNTorch
+
+torch.set_num_threads(1)
+
+
+def _random_params(models: list[str], seed: int = 0) -> FastGRNNParams:
+    cfg = FastGRNNConfig(models=models, hidden=32, w_rank=8, u_rank=4)
+    p = FastGRNNParams.init(cfg, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    arrays = {k: (v + rng.standard_normal(v.shape).astype(np.float32) * 0.3) for k, v in p.arrays.items()}
+    return FastGRNNParams(cfg, arrays)
+
+
+def test_numpy_forward_equals_torch_forward() -> None:
+    params = _random_params(["a", "b", "c"])
+    xs = np.random.default_rng(3).standard_normal((5, 4, 128)).astype(np.float32)  # (B, T, D)
+    with torch.no_grad():
+        ref = FastGRNNTorch.from_params(params)(torch.from_numpy(xs)).numpy()  # (B, T, n_out)
+    assert np.allclose(params.forward_batch(xs), ref, atol=1e-5)
+    # the single-step path used at serving time gives the same as the batched one
+    seq, h = params.forward_sequence(xs[2])
+    assert np.allclose(seq, ref[2], atol=1e-5)
+    h2 = None
+    for t in range(4):
+        _, h2 = params.step(xs[2, t], h2)
+    assert h2 is not None and np.allclose(h2, h, atol=1e-6)
+    # and the round trip torch → numpy keeps every tensor
+    back = FastGRNNTorch.from_params(params).to_params()
+    for k in params.arrays:
+        assert np.array_equal(back.arrays[k], params.arrays[k])
+
+
+def test_cell_is_the_published_update() -> None:
+    """h' = (σ(ζ)(1−z) + σ(ν)) ⊙ h̃ + z ⊙ h with shared W, U — checked by hand for one step."""
+    params = _random_params(["a", "b"], seed=5)
+    a = params.arrays
+    x = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+    h = np.random.default_rng(1).standard_normal(32).astype(np.float32) * 0.5
+    W, U = a["W1"] @ a["W2"].T, a["U1"] @ a["U2"].T
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    z = sig(W @ x + U @ h + a["b_z"])
+    ht = np.tanh(W @ x + U @ h + a["b_h"])
+    expected = (sig(a["zeta"][0]) * (1 - z) + sig(a["nu"][0])) * ht + z * h
+    assert np.allclose(params.cell(x, h), expected, atol=1e-5)
+
+
+def test_heads_are_in_range() -> None:
+    params = _random_params(["a", "b"])
+    for seed in range(5):
+        x = np.random.default_rng(seed).standard_normal(128).astype(np.float32) * 5
+        out, _ = params.step(x)
+        assert np.isclose(out.model_probs.sum(), 1.0) and np.isclose(out.context_probs.sum(), 1.0)
+        assert len(out.context_probs) == len(CONTEXT_BINS)
+        assert 0.0 <= out.temperature <= 2.0 and 0.0 <= out.top_p <= 1.0 and 0.0 <= out.confidence <= 1.0
+
+
+def test_save_load_fp32_and_int8(tmp_path) -> None:
+    params = _random_params(["a", "b"])
+    params.save(tmp_path / "r", int8=False)
+    back = FastGRNNParams.load(tmp_path / "r")
+    x = np.ones(128, np.float32)
+    assert np.array_equal(back.step(x)[1], params.step(x)[1])
+    params.save(tmp_path / "q", int8=True)
+    q = FastGRNNParams.load(tmp_path / "q")
+    assert json.loads((tmp_path / "q.json").read_text())["int8"] is True
+    for k, v in params.arrays.items():
+        step = np.abs(v).max() / 127
+        assert np.max(np.abs(q.arrays[k] - v)) <= step / 2 + 1e-7
+    assert np.allclose(q.arrays["W1"], quantized(params).arrays["W1"])
+    assert params.size_bytes(8) < params.size_bytes(32) / 3
+
+
+def test_int8_keeps_zeros() -> None:
+    a = np.array([0.0, 0.5, -1.0, 0.0, 0.25], np.float32)
+    qa, s = quantize_int8(a)
+    assert qa.dtype == np.int8 and np.array_equal(dequantize_int8(qa, s) == 0, a == 0)
+
+
+def test_load_errors(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError):
+        FastGRNNParams.load(tmp_path / "missing")
+    params = _random_params(["a", "b"])
+    params.save(tmp_path / "r")
+    (tmp_path / "r.json").write_text('{"format": "something-else"}')
+    with pytest.raises(StoreCorruptError):
+        FastGRNNParams.load(tmp_path / "r")
+    params.save(tmp_path / "s")
+    (tmp_path / "s.npz").write_bytes(b"garbage")
+    with pytest.raises(StoreCorruptError):
+        FastGRNNParams.load(tmp_path / "s")
+
+
+def test_loading_and_routing_do_not_import_torch(tmp_path) -> None:
+    _random_params(["a", "b"]).save(tmp_path / "r")
+    code = (
+        "import sys; from pathlib import Path; from ruvllm.router.fastgrnn_router import FastGRNNRouter; "
+        "from ruvllm.router.base import RouteInput; "
+        f"r = FastGRNNRouter.load(Path({str(tmp_path / 'r')!r})); "
+        "d = r.route(RouteInput('What does json.dumps do?', 6, 0.7, 4)); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; print(d.model)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in ("a", "b")
+
+
+def test_router_protocol_sessions_and_installed_models(tmp_path) -> None:
+    params = _random_params(["small", "mid", "large"], seed=2)
+    params.save(tmp_path / "r")
+    router = FastGRNNRouter.load(tmp_path / "r.npz", models=["large", "small"], max_context=1024)
+    assert router.models == ["large", "small"]
+    d = router.route(RouteInput("How do I parse JSON?", 8, 0.6, 5, session_id="s1"))
+    assert isinstance(d, Decision) and d.model in ("small", "large")
+    assert set(d.model_probs) == {"small", "large"} and np.isclose(sum(d.model_probs.values()), 1.0, atol=1e-3)
+    assert d.context_tokens in CONTEXT_BINS and d.context_tokens <= 1024
+    # the session's hidden state is kept and changes the next decision's inputs
+    assert "s1" in router._states
+    h1 = router._states["s1"].copy()
+    router.route(RouteInput("And how do I write it back?", 8, 0.6, 5, session_id="s1"))
+    assert not np.array_equal(h1, router._states["s1"])
+    router.reset("s1")
+    assert "s1" not in router._states
+    # a FeatureInput is accepted as features
+    d2 = router.route(RouteInput("q", 1, 0.0, 0, features=FeatureInput(query="What does zip do?")))
+    assert d2.model in router.models
+    with pytest.raises(InvalidInputError):
+        router.route(RouteInput("q", 1, 0.0, 0, features=np.zeros(5)))
+    with pytest.raises(ModelNotFoundError):
+        FastGRNNRouter(params, models=["other"])
