@@ -35,8 +35,8 @@ def _fitted() -> Normalizer:
 
 def test_layout_is_pinned() -> None:
     assert F.DIM == 128
-    assert (
-        slice(0, 32), slice(32, 48), slice(48, 96), slice(96, 128)) == (F.QUERY_STATS, F.EMBEDDING_STATS, F.SEARCH_STATS, F.SYSTEM_STATS)
+    blocks = (F.QUERY_STATS, F.EMBEDDING_STATS, F.SEARCH_STATS, F.SYSTEM_STATS)
+    assert blocks == (slice(0, 32), slice(32, 48), slice(48, 96), slice(96, 128))
     sizes = {name: s.stop - s.start for name, s in F.SLICES.items()}
     assert sizes["language"] == 8 and sizes["domain"] == 16 and sizes["query_type"] == 6
     assert sizes["embedding_pca"] == 8 and sizes["embedding_cluster"] == 4
