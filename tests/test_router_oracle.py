@@ -1,0 +1,146 @@
+"""Phase 1: the stdlib QA set, the oracle (real path with a fake Generator; synthetic), and
+``train_from_oracle`` end to end on a small labelled file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from ruvllm.errors import InvalidInputError, StoreCorruptError
+from ruvllm.llm.base import ChatMessage, Generation, SamplingParams
+from ruvllm.router.fastgrnn_router import FastGRNNRouter
+from ruvllm.router.oracle import (
+    DocRetriever,
+    OracleConfig,
+    SyntheticOracle,
+    label_with_models,
+    load_labelled,
+    save_labelled,
+    stdlib_corpus,
+    stdlib_qa,
+)
+from ruvllm.router.training import TrainConfig, train_from_oracle
+
+torch.set_num_threads(1)
+MODULES = ("json", "math", "textwrap", "heapq", "bisect", "base64")
+
+
+def fake_embed(texts: Sequence[str]) -> np.ndarray:
+    """Deterministic bag-of-words hashing embedder (64-d), L2-normalised."""
+    out = np.zeros((len(texts), 64), np.float32)
+    for i, t in enumerate(texts):
+        for w in t.lower().replace("(", " ").replace(".", " ").split():
+            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+class FakeGenerator:
+    """Answers with the first sentence of its first context line, or 'I don't know'."""
+
+    prompt_style = "completion"
+
+    def __init__(self, name: str, good: bool):
+        self.name, self.n_ctx, self.good = name, 4096, good
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        lines = [ln for ln in prompt.splitlines() if ln.startswith("[1]")]
+        text = lines[0].split(") ", 1)[-1].split(". ", 1)[-1] if (lines and self.good) else "I don't know."
+        return Generation(text, self.count_tokens(prompt), self.count_tokens(text), "stop", total_ms=5.0)
+
+    def chat(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:  # pragma: no cover
+        raise NotImplementedError
+
+    def stream_complete(self, prompt: str, params: SamplingParams) -> Iterator[str]:  # pragma: no cover
+        yield self.complete(prompt, params).text
+
+    def stream_chat(self, messages: list[ChatMessage], params: SamplingParams) -> Iterator[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def test_qa_set_is_reproducible_and_split_by_symbol() -> None:
+    a, b = stdlib_qa(MODULES), stdlib_qa(MODULES)
+    assert [(i.id, i.query, i.gold, i.split, i.session) for i in a] == [
+        (i.id, i.query, i.gold, i.split, i.session) for i in b]
+    assert {i.query_type for i in a} == {"definition", "signature", "howto", "explain", "compare", "code"}
+    assert all(i.gold.strip() and i.query.strip() for i in a)
+    by = {s: {i.symbol for i in a if i.split == s} for s in ("train", "test_seen", "test_unseen")}
+    assert by["test_unseen"] and not (by["test_unseen"] & by["train"])
+    train_pairs = {(i.symbol, i.query_type) for i in a if i.split == "train"}
+    seen = [i for i in a if i.split == "test_seen"]
+    assert seen and all((i.symbol, i.query_type) in train_pairs for i in seen)
+    train_queries = {i.query for i in a if i.split == "train"}
+    assert not any(i.query in train_queries for i in seen)  # a new paraphrase, not a copy
+    # the gold answer of a definition question is its docstring's first sentence
+    dumps = next(i for i in a if i.id == "json.dumps:definition:0")
+    assert dumps.query == "What does json.dumps do?" and dumps.gold.startswith("Serialize")
+    # sessions never mix splits
+    for s in {i.session for i in a}:
+        assert len({i.split for i in a if i.session == s}) == 1
+
+
+def test_real_oracle_path_labels_by_utility(tmp_path) -> None:
+    items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:4]
+    ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)
+    gens = {"small": FakeGenerator("small", good=False), "large": FakeGenerator("large", good=True)}
+    recs = label_with_models(items, gens, {"small": 0.27, "large": 0.5}, ret,
+                             OracleConfig(context_bins=(256, 1024), lam=0.0, mu=0.0, k=4))
+    assert len(recs) == 4 and all(r.label_source == "real" for r in recs)
+    for r in recs:
+        q = np.array(r.quality)
+        assert q.shape == (2, 2) and np.all(q[0] == 0.0)  # "I don't know" scores F1 0
+        assert r.best_model == int(np.unravel_index(np.argmax(r.utility), (2, 2))[0])
+        assert np.array(r.cost)[1].min() > np.array(r.cost)[0].min()  # larger model costs more per token
+    assert any(np.array(r.quality)[1].max() > 0 for r in recs)
+    path = save_labelled(recs, tmp_path / "l.jsonl")
+    back = load_labelled(path)
+    assert back[0].answers == recs[0].answers and back[0].quality == recs[0].quality
+    fi = back[0].feature_input()
+    assert fi.embedding is not None and fi.embedding.shape == (64,) and len(fi.hit_scores) >= 4
+
+
+def test_synthetic_oracle_and_train_from_oracle(tmp_path) -> None:
+    items = stdlib_qa(MODULES)
+    ret = DocRetriever(stdlib_corpus(MODULES), fake_embed, k=6)
+    so = SyntheticOracle(["small", "large"], [0.27, 0.5])
+    recs = so.label(items, ret)
+    assert all(r.label_source == "synthetic" for r in recs)
+    assert 0.1 < np.mean([r.best_model for r in recs]) < 0.9  # both models are sometimes best
+    # paraphrases of one question share their label (difficulty is per symbol and type)
+    first = {}
+    for r in recs:
+        key = r.id.rsplit(":", 1)[0]
+        first.setdefault(key, []).append(r.best_model)
+    agree = np.mean([len(set(v)) == 1 for v in first.values()])
+    assert agree > 0.8
+    path = save_labelled(recs, tmp_path / "l.jsonl")
+    cfg = TrainConfig(epochs=6, iht_rounds=2, iht_epochs=2, retrain_epochs=3, seed=1)
+    rep = train_from_oracle(path, tmp_path / "a", cfg)
+    assert rep.label_source == "synthetic" and set(rep.n_eval) == {"test_seen", "test_unseen"}
+    assert rep.stages[-1].size_kb < 10
+    rep2 = train_from_oracle(path, tmp_path / "b", cfg)
+    assert (tmp_path / "a" / "router.npz").read_bytes() == (tmp_path / "b" / "router.npz").read_bytes()
+    assert rep.compressed == rep2.compressed
+    router = FastGRNNRouter.load(tmp_path / "a" / "router")
+    rec = recs[0]
+    from ruvllm.router.base import RouteInput
+
+    d = router.route(RouteInput(rec.query, 8, 0.5, 3, features=rec.feature_input()))
+    assert d.model in ("small", "large")
+
+
+def test_bad_labelled_files(tmp_path) -> None:
+    with pytest.raises(InvalidInputError):
+        load_labelled(tmp_path / "none.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(StoreCorruptError):
+        load_labelled(tmp_path / "bad.jsonl")
