@@ -47,3 +47,30 @@ def run_cli(
         [sys.executable, "-m", "ruvllm", *args], capture_output=True, text=True, timeout=timeout, env=full_env,
         cwd=ROOT,
     )
+
+
+@pytest.fixture(scope="session")
+def registry(_shared_models_dir: Path) -> Any:
+    from ruvllm.llm import Registry
+
+    return Registry(_shared_models_dir)
+
+
+@pytest.fixture(scope="session")
+def gemma(registry: Any) -> Iterator[Any]:
+    """The real Gemma 3 270M base model (completion style), loaded once per session."""
+    from ruvllm.llm.llamacpp import LlamaCppGenerator
+
+    gen = LlamaCppGenerator("gemma3-270m", registry.path("gemma3-270m"), n_ctx=1024, prompt_style="completion")
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(scope="session")
+def qwen(registry: Any) -> Iterator[Any]:
+    """The real Qwen2.5-Coder 0.5B instruct model (chat template from the GGUF), loaded once."""
+    from ruvllm.llm.llamacpp import LlamaCppGenerator
+
+    gen = LlamaCppGenerator("qwen2.5-coder-0.5b", registry.path("qwen2.5-coder-0.5b"), n_ctx=1024)
+    yield gen
+    gen.close()

@@ -108,6 +108,8 @@ class LLMConfig:
     max_tokens: int = 160
     use_mmap: bool = True
     seed: int = 0
+    prefix_cache_mb: int = 256  # RAM cache of KV states of earlier prompts (0: only the last one is reused)
+    draft: str = ""  # speculative decoding: "" (off) | "prompt-lookup"
 
 
 @dataclass
@@ -218,6 +220,8 @@ class Config:
         check(1 <= llm.n_threads <= 256, "llm.n_threads must be in [1, 256]")
         check(256 <= llm.n_ctx <= 131072, f"llm.n_ctx must be in [256, 131072], got {llm.n_ctx}")
         check(1 <= llm.max_tokens <= llm.n_ctx // 2, "llm.max_tokens must be in [1, n_ctx/2]")
+        check(llm.prefix_cache_mb >= 0, "llm.prefix_cache_mb must be >= 0")
+        check(llm.draft in ("", "prompt-lookup"), "llm.draft must be '' or 'prompt-lookup'")
         check(self.router.kind in ("rules", "fastgrnn"), "router.kind must be 'rules' or 'fastgrnn'")
         check(0.0 <= self.router.confidence_threshold <= 1.0, "router.confidence_threshold must be in [0, 1]")
         w = self.writeback

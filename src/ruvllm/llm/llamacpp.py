@@ -1,0 +1,170 @@
+"""The llama.cpp backend: one GGUF model loaded in-process through ``llama-cpp-python``.
+
+* Prompt style follows the model: base models get completion prompts, instruct models are
+  driven through ``create_chat_completion`` with the chat template stored in the GGUF.
+* KV reuse: llama.cpp keeps the last sequence's KV cache and re-evaluates only the tokens after
+  the longest common prefix, so a repeated system prompt + context is not recomputed. An
+  optional RAM prefix cache (``prefix_cache_mb``) also keeps the KV state of earlier prompts.
+* Speculative decoding: ``draft="prompt-lookup"`` uses llama.cpp's prompt-lookup decoding
+  (drafts copied from the prompt — effective for answers grounded in retrieved context).
+* One ``Llama`` is not thread-safe: calls are serialised by a per-model lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ruvllm.errors import ContextOverflowError, ModelLoadError
+from ruvllm.llm.base import ChatMessage, Generation, PromptStyle, SamplingParams
+from ruvllm.llm.registry import check_gguf
+
+SUPPORTED_ARCHITECTURES_HINT = "llama, qwen2, gemma3, lfm2, ..."
+
+
+def gguf_architecture(path: Path) -> str:
+    """``general.architecture`` from the GGUF header ('' if it cannot be read)."""
+    try:
+        from gguf import GGUFReader  # the reference GGUF reader from llama.cpp
+
+        reader = GGUFReader(str(path), "r")
+        field = reader.get_field("general.architecture")
+        return str(field.contents()) if field is not None else ""
+    except Exception:  # a corrupt header is reported by the load error itself
+        return ""
+
+
+class LlamaCppGenerator:
+    """A loaded GGUF model behind the ``Generator`` protocol."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 256,
+        use_mmap: bool = True,
+        seed: int = 0,
+        prompt_style: PromptStyle | None = None,
+        prefix_cache_mb: int = 0,
+        draft: str = "",
+        draft_tokens: int = 10,
+    ):
+        import llama_cpp
+
+        self.name = name
+        self.path = Path(path)
+        check_gguf(self.path)
+        kwargs: dict[str, Any] = {}
+        if draft == "prompt-lookup":
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            kwargs["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=draft_tokens)
+        elif draft:
+            raise ModelLoadError(f"unknown draft method {draft!r}; use '' or 'prompt-lookup'")
+        t0 = time.perf_counter()
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=n_batch, use_mmap=use_mmap, seed=seed, verbose=False, **kwargs,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            arch = gguf_architecture(self.path)
+            what = f"architecture {arch!r}" if arch else "an unreadable header"
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path} ({what}: {exc}); use a valid GGUF of a supported "
+                f"architecture ({SUPPORTED_ARCHITECTURES_HINT})"
+            ) from None
+        self.load_ms = (time.perf_counter() - t0) * 1000.0
+        self.n_ctx = int(self.llm.n_ctx())
+        self.architecture = str(self.llm.metadata.get("general.architecture", ""))
+        has_template = "tokenizer.chat_template" in self.llm.metadata
+        self.prompt_style: PromptStyle = prompt_style or ("chat" if has_template else "completion")
+        if prefix_cache_mb > 0:
+            self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=prefix_cache_mb << 20))
+        self._lock = threading.Lock()
+
+    # ---- tokens --------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _check_fits(self, n_prompt: int, params: SamplingParams) -> None:
+        if n_prompt + params.max_tokens > self.n_ctx:
+            raise ContextOverflowError(
+                f"prompt of {n_prompt} tokens + {params.max_tokens} for the answer exceeds model {self.name}'s "
+                f"context window of {self.n_ctx} tokens; shorten the prompt, lower max_tokens or raise llm.n_ctx"
+            )
+
+    # ---- generation ------------------------------------------------------------------
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        params.validate()
+        n_prompt = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        self._check_fits(n_prompt, params)
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self.llm.create_completion(prompt, **_sampling(params))
+            total = (time.perf_counter() - t0) * 1000.0
+        choice = out["choices"][0]
+        usage = out["usage"]
+        return Generation(choice["text"], usage["prompt_tokens"], usage["completion_tokens"],
+                          choice.get("finish_reason") or "stop", total_ms=total, model=self.name)
+
+    def chat(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:
+        params.validate()
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self._chat_call(messages, params, stream=False)
+            total = (time.perf_counter() - t0) * 1000.0
+        choice = out["choices"][0]
+        usage = out["usage"]
+        return Generation(choice["message"].get("content") or "", usage["prompt_tokens"], usage["completion_tokens"],
+                          choice.get("finish_reason") or "stop", total_ms=total, model=self.name)
+
+    def stream_complete(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        params.validate()
+        n_prompt = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        self._check_fits(n_prompt, params)
+        with self._lock:
+            for chunk in self.llm.create_completion(prompt, stream=True, **_sampling(params)):
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+
+    def stream_chat(self, messages: list[ChatMessage], params: SamplingParams) -> Iterator[str]:
+        params.validate()
+        with self._lock:
+            for chunk in self._chat_call(messages, params, stream=True):
+                delta = chunk["choices"][0].get("delta", {})
+                text = delta.get("content")
+                if text:
+                    yield text
+
+    def _chat_call(self, messages: list[ChatMessage], params: SamplingParams, *, stream: bool) -> Any:
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            return self.llm.create_chat_completion(messages=msgs, stream=stream, **_sampling(params))
+        except ValueError as exc:
+            if "context window" in str(exc) or "exceed" in str(exc):
+                raise ContextOverflowError(f"model {self.name}: {exc}; shorten the prompt or raise llm.n_ctx") from None
+            raise
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    return {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop": list(params.stop) or None,
+        "seed": params.seed,
+    }

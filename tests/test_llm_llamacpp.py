@@ -1,0 +1,91 @@
+"""The llama.cpp backend with real GGUF models: generation, streaming, chat templates, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelLoadError
+from ruvllm.llm.base import ChatMessage, SamplingParams
+from ruvllm.llm.llamacpp import LlamaCppGenerator, gguf_architecture
+
+pytestmark = pytest.mark.model
+
+PROMPT = (
+    "Context:\n[1] json.dumps(obj): Serialize obj to a JSON formatted str.\n\n"
+    "Question: What does json.dumps do?\nAnswer:"
+)
+
+
+def test_completion_is_deterministic_at_temperature_zero(gemma: Any) -> None:
+    p = SamplingParams(max_tokens=24, stop=("\n\n",))
+    a, b = gemma.complete(PROMPT, p), gemma.complete(PROMPT, p)
+    assert a.text.strip() and a.text == b.text
+    assert a.completion_tokens > 0 and a.prompt_tokens == gemma.count_tokens(PROMPT) + 1  # + BOS
+    assert "json" in a.text.lower() or "serial" in a.text.lower(), a.text
+
+
+def test_streaming_yields_the_same_text_token_by_token(gemma: Any) -> None:
+    p = SamplingParams(max_tokens=16)
+    pieces = list(gemma.stream_complete(PROMPT, p))
+    assert len(pieces) > 1
+    assert "".join(pieces) == gemma.complete(PROMPT, p).text
+
+
+def test_chat_uses_the_template_inside_the_gguf(qwen: Any) -> None:
+    assert qwen.prompt_style == "chat" and qwen.architecture == "qwen2"
+    msgs = [ChatMessage("system", "Answer in one sentence."), ChatMessage("user", "What does json.dumps do?")]
+    out = qwen.chat(msgs, SamplingParams(max_tokens=40))
+    assert "json" in out.text.lower() or "string" in out.text.lower(), out.text
+    assert "<|im_start|>" not in out.text  # the template's markers are not leaked
+    streamed = "".join(qwen.stream_chat(msgs, SamplingParams(max_tokens=40)))
+    assert streamed == out.text
+
+
+def test_sampling_changes_output_with_temperature_and_seed(qwen: Any) -> None:
+    msgs = [ChatMessage("user", "Name a random Python module.")]
+    outs = {qwen.chat(msgs, SamplingParams(max_tokens=12, temperature=1.5, seed=s)).text for s in range(4)}
+    assert len(outs) > 1
+
+
+def test_prompt_over_the_context_window_is_refused(gemma: Any) -> None:
+    with pytest.raises(ContextOverflowError, match="context window"):
+        gemma.complete("word " * 2000, SamplingParams(max_tokens=8))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(temperature=-1), SamplingParams(temperature=3.0), SamplingParams(top_p=1.5),
+     SamplingParams(max_tokens=0), SamplingParams(temperature=float("nan"))],
+)
+def test_invalid_sampling_values(gemma: Any, params: SamplingParams) -> None:
+    with pytest.raises(InvalidInputError):
+        gemma.complete(PROMPT, params)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 4096)
+    with pytest.raises(ModelLoadError, match="broken.gguf"):
+        LlamaCppGenerator("broken", bad)
+    with pytest.raises(ModelLoadError, match="not a GGUF"):
+        LlamaCppGenerator("text", tmp_path.joinpath("t.gguf").write_text("x") and tmp_path / "t.gguf")
+
+
+def test_unsupported_architecture_is_named_in_the_error(tmp_path: Path) -> None:
+    import gguf
+
+    path = tmp_path / "alien.gguf"
+    w = gguf.GGUFWriter(str(path), "alien-arch")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert gguf_architecture(path) == "alien-arch"
+    with pytest.raises(ModelLoadError, match="alien-arch"):
+        LlamaCppGenerator("alien", path)
