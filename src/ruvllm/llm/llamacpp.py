@@ -69,7 +69,7 @@ class LlamaCppGenerator:
             raise ModelLoadError(f"unknown draft method {draft!r}; use '' or 'prompt-lookup'")
         t0 = time.perf_counter()
         try:
-            self.llm = llama_cpp.Llama(
+            self.llm: Any = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 n_batch=n_batch, use_mmap=use_mmap, seed=seed, verbose=False, **kwargs,
             )
