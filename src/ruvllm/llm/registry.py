@@ -100,7 +100,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
 # value means "trust the package's own per-part checks" and records the digest on first use.
 PACKAGED_SHA256: dict[str, str] = {
     "qwen2.5-coder-0.5b": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    "qwen2.5-coder-1.5b": "",
+    "qwen2.5-coder-1.5b": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
 }
 
 
