@@ -1,0 +1,211 @@
+"""``ruvllm router …``: a thin typer layer over ``router.pipeline`` and ``router.training``.
+
+Mounted by ``ruvllm.cli`` with ``app.add_typer(router_app, name="router")``.
+
+    ruvllm router train                       # synthetic labels → train → compress → <data dir>/router/
+    ruvllm router train --labels real --limit 80   # the installed GGUF models label every model × context
+    ruvllm router eval  <dir>/router --labelled <dir>/labelled_synthetic.jsonl
+    ruvllm router info  <dir>/router
+
+Errors are ``ruvllm.errors.RuvLLMError``s; the main command prints them as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ruvllm.errors import InvalidInputError
+
+router_app = typer.Typer(
+    name="router",
+    help="Train, evaluate and inspect the FastGRNN router (labelled set → oracle → training → compression).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _default_out(data_dir: Path | None) -> Path:
+    if data_dir is not None:
+        return data_dir / "router"
+    from ruvllm.config import Config
+
+    return Config.load().data_path / "router"
+
+
+@router_app.command()
+def train(
+    labels: Annotated[str, typer.Option(help="Oracle labels: 'synthetic' (documented cost/quality model, fast) "
+                                             "or 'real' (runs every installed model at every context size).")]
+    = "synthetic",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where the router goes (default: <data dir>/router).")]
+    = None,
+    labelled: Annotated[Path | None, typer.Option(help="Skip phase 1: train from this oracle JSONL instead.")]
+    = None,
+    embedder: Annotated[str, typer.Option(help="'sentence' (the serving encoder) or 'hash' (smoke tests only).")]
+    = "sentence",
+    modules: Annotated[str | None, typer.Option(help="Comma-separated stdlib modules for the question set.")]
+    = None,
+    per_module: Annotated[int, typer.Option(help="Documented symbols per module.")] = 8,
+    limit: Annotated[int, typer.Option(help="About this many questions (whole sessions, seeded); 0 = all.")] = 0,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model names (default: the packaged two; "
+                                                    "with --labels real: the configured ones).")] = None,
+    sizes: Annotated[str | None, typer.Option(help="Synthetic labels: model sizes in billions, same order.")]
+    = None,
+    lam: Annotated[float, typer.Option(help="Utility lost per second of latency (λ).")] = 0.02,
+    mu: Annotated[float, typer.Option(help="Utility lost per cost unit, params[B]·tokens/1000 (μ).")] = 0.02,
+    max_tokens: Annotated[int, typer.Option(help="Real labels: answer tokens per oracle run.")] = 64,
+    epochs: Annotated[int, typer.Option(help="Dense training epochs (stage 1).")] = 60,
+    hidden: Annotated[int, typer.Option(help="FastGRNN hidden size (32–64).")] = 32,
+    sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed for the split, the sessions and training.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
+) -> None:
+    """Labelled set → oracle runs → training → compression → saved router (one reproducible command)."""
+    from ruvllm.router import pipeline
+    from ruvllm.router.training import TrainConfig, train_from_oracle
+
+    if labels not in ("synthetic", "real"):
+        raise InvalidInputError(f"--labels must be 'synthetic' or 'real', got {labels!r}")
+    if not 16 <= hidden <= 64:
+        raise InvalidInputError(f"--hidden must be in [16, 64], got {hidden}")
+    if not 0.0 <= sparsity < 1.0:
+        raise InvalidInputError(f"--sparsity must be in [0, 1), got {sparsity}")
+    dest = out_dir or _default_out(data_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {}
+    if labelled is None:
+        cfg = pipeline.PipelineConfig(labels=labels, embedder=embedder, per_module=per_module, limit=limit,
+                                      lam=lam, mu=mu, max_tokens=max_tokens, seed=seed)
+        if modules:
+            cfg.modules = _csv(modules)
+        if models:
+            cfg.models = _csv(models)
+            if labels == "synthetic":
+                if not sizes:
+                    raise InvalidInputError("--models with synthetic labels needs --sizes (billions, same order)")
+                try:
+                    cfg.params_b = tuple(float(s) for s in _csv(sizes))
+                except ValueError:
+                    raise InvalidInputError(f"--sizes must be comma-separated numbers, got {sizes!r}") from None
+
+        def progress(i: int, n: int) -> None:
+            err.print(f"oracle {i}/{n}", highlight=False)
+
+        err.print(f"phase 1: {labels} oracle labels …", highlight=False)
+        run = pipeline.build_labels(cfg, dest, progress=progress if labels == "real" else None)
+        labelled, info = run.path, run.info
+        (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
+                     target_sparsity=sparsity, seed=seed)
+    err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
+    import torch
+
+    torch.set_num_threads(1)
+    report = train_from_oracle(labelled, dest, tc)
+    _print_train(report.to_dict(), info)
+
+
+def _print_train(rep: dict[str, Any], info: dict[str, Any]) -> None:
+    src = rep["label_source"]
+    out.print(f"labels: [bold]{src}[/bold]" + (" (a documented stand-in, NOT measured on real models)"
+                                              if "synthetic" in src else "") + f" — {rep['labelled']}",
+              highlight=False)
+    if info:
+        out.print(f"questions: {info['n_queries']} {info['splits']}, embedder: {info['embedder']}", highlight=False)
+    t = Table(title="decision accuracy vs the oracle")
+    for col in ("split", "rows", "model acc (dense)", "model acc (int8)", "ctx acc (int8)", "utility regret (int8)"):
+        t.add_column(col)
+    for split, m in rep["compressed"].items():
+        d = rep["dense"][split]
+        n = rep["n_train"] if split == "train" else rep["n_eval"].get(split, 0)
+        t.add_row(split, str(n), f"{d['model_accuracy']:.3f}", f"{m['model_accuracy']:.3f}",
+                  f"{m['context_accuracy']:.3f}", f"{m.get('utility_regret', float('nan')):.4f}")
+    out.print(t)
+    s = Table(title="compression")
+    for col in ("stage", "size KB", "sparsity", "model acc", "accuracy lost"):
+        s.add_column(col)
+    for st in rep["stages"]:
+        s.add_row(st["stage"], f"{st['size_kb']:.2f}", f"{st['sparsity']:.0%}", f"{st['model_accuracy']:.3f}",
+                  f"{st['accuracy_lost']:+.3f}")
+    out.print(s)
+    out.print(f"saved {rep['checkpoint']}.{{npz,json}} in {rep['seconds']} s; use it with\n"
+              f'  [router]\n  kind = "fastgrnn"\n  model_path = "{rep["checkpoint"]}"', highlight=False)
+
+
+@router_app.command("eval")
+def eval_(
+    model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>, <stem>.npz or <stem>.json).")],
+    labelled: Annotated[Path, typer.Option(help="An oracle JSONL (from `ruvllm router train`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Decision accuracy and utility regret of a saved router against oracle labels, per split,
+    next to always-small and always-large."""
+    from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.oracle import load_labelled
+    from ruvllm.router.training import datasets_from_records, evaluate
+
+    stem = model.with_suffix("") if model.suffix in (".npz", ".json") else model
+    params = FastGRNNParams.load(stem)
+    recs = load_labelled(labelled)
+    got = list(recs[0].models) if recs else []
+    if got != list(params.config.models):
+        raise InvalidInputError(f"{labelled} labels models {got}, the router was trained for {params.config.models}")
+    res: dict[str, Any] = {}
+    for split in sorted({r.split for r in recs}):
+        data = datasets_from_records([r for r in recs if r.split == split], params.normalizer)
+        ev = evaluate(params, data)
+        assert data.utility is not None
+        best = data.utility.reshape(len(data), -1).max(1)
+        for name, m in (("always_small", 0), ("always_large", params.config.n_models - 1)):
+            c = int(data.utility[:, m].mean(0).argmax())
+            ev[f"{name}_model_accuracy"] = float((data.y_model == m).mean())
+            ev[f"{name}_utility_regret"] = float((best - data.utility[:, m, c]).mean())
+        ev["rows"] = len(data)
+        res[split] = ev
+    res["label_source"] = ",".join(sorted({r.label_source for r in recs}))
+    if as_json:
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+        return
+    t = Table(title=f"{stem} on {labelled} ({res['label_source']} labels)")
+    for col in ("split", "rows", "model acc", "ctx acc", "utility regret", "always-small regret",
+                "always-large regret"):
+        t.add_column(col)
+    for split, ev in res.items():
+        if isinstance(ev, dict):
+            t.add_row(split, str(ev["rows"]), f"{ev['model_accuracy']:.3f}", f"{ev['context_accuracy']:.3f}",
+                      f"{ev['utility_regret']:.4f}", f"{ev['always_small_utility_regret']:.4f}",
+                      f"{ev['always_large_utility_regret']:.4f}")
+    out.print(t)
+
+
+@router_app.command()
+def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>, <stem>.npz or <stem>.json).")]
+         ) -> None:
+    """What a saved router is: models, sizes, sparsity, int8, label source."""
+    from ruvllm.router.fastgrnn import FastGRNNParams
+
+    stem = model.with_suffix("") if model.suffix in (".npz", ".json") else model
+    p = FastGRNNParams.load(stem)
+    doc = {
+        "checkpoint": str(stem), "models": p.config.models, "hidden": p.config.hidden,
+        "w_rank": p.config.w_rank, "u_rank": p.config.u_rank, "context_bins": list(p.config.context_bins),
+        "n_params": p.n_params(), "sparsity": round(p.sparsity(), 4), "int8": bool(p.meta.get("int8", False)),
+        "size_kb_int8": round(p.size_bytes(8) / 1024, 3), "size_kb_fp32": round(p.size_bytes(32) / 1024, 3),
+        "file_kb": round(stem.with_suffix(".npz").stat().st_size / 1024, 3),
+        "label_source": p.meta.get("label_source", "unknown"), "n_train": p.meta.get("n_train"),
+    }
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")

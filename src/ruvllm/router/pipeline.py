@@ -1,0 +1,200 @@
+"""One reproducible pipeline: labelled set → oracle runs → training → compression → saved router.
+
+``ruvllm router train`` and ``bench/router.py`` both call it, so what the benchmark measures is
+what the command ships.
+
+    cfg = PipelineConfig(labels="synthetic")          # or "real": every model × context, really run
+    run = build_labels(cfg, work_dir)                  # <work_dir>/labelled_<labels>.jsonl + info
+    report = train_from_oracle(run.path, out_dir, train_config(cfg))
+
+Embedders: ``"sentence"`` is the packaged all-MiniLM-L6-v2 (what the orchestrator uses at serving
+time, so train on it); ``"hash"`` is a deterministic bag-of-words hashing embedder with no model,
+for tests and smoke runs only.
+
+Real labels need generators: pass ``generators`` and ``params_b`` yourself, or let
+``real_generators`` load the configured, installed GGUF models through ``ruvllm.llm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ruvllm.errors import InvalidInputError, ModelNotFoundError
+from ruvllm.router.base import CONTEXT_BINS
+from ruvllm.router.oracle import (
+    QA_MODULES,
+    DocRetriever,
+    LabelledRecord,
+    OracleConfig,
+    QAItem,
+    Retrieval,
+    SyntheticOracle,
+    label_with_models,
+    save_labelled,
+    stdlib_corpus,
+    stdlib_qa,
+)
+
+F32 = npt.NDArray[np.float32]
+Embed = Callable[[Sequence[str]], F32]
+
+# The two packaged models (llm.registry) and their sizes: the synthetic oracle's defaults.
+DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m", "qwen2.5-coder-0.5b")
+DEFAULT_PARAMS_B: tuple[float, ...] = (0.27, 0.5)
+HASH_DIM = 384
+
+
+@dataclass
+class PipelineConfig:
+    labels: str = "synthetic"  # "synthetic" | "real"
+    embedder: str = "sentence"  # "sentence" | "hash" (tests / smoke runs only)
+    modules: tuple[str, ...] = QA_MODULES  # stdlib modules the question set is built from
+    per_module: int = 8  # documented symbols per module
+    limit: int = 0  # about this many questions, whole sessions, seeded; 0 = all
+    split_filter: tuple[str, ...] = ()  # keep only these splits (e.g. to label the test splits first)
+    models: tuple[str, ...] = DEFAULT_MODELS  # synthetic: the names; real: the configured models to run
+    params_b: tuple[float, ...] = DEFAULT_PARAMS_B  # synthetic model sizes (billions), same order
+    lam: float = 0.02  # utility lost per second of latency
+    mu: float = 0.02  # utility lost per cost unit (params in B × tokens in thousands)
+    context_bins: tuple[int, ...] = CONTEXT_BINS
+    max_tokens: int = 64  # answer length of each real oracle run
+    k: int = 8  # retrieved docs per question
+    seed: int = 0
+
+
+@dataclass
+class LabelRun:
+    path: Path  # the labelled JSONL
+    records: list[LabelledRecord]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# embedders
+# --------------------------------------------------------------------------------------
+
+
+def hash_embed(texts: Sequence[str], dim: int = HASH_DIM) -> F32:
+    """Deterministic bag-of-words hashing embedder, L2-normalised (no model; tests and smoke runs)."""
+    out = np.zeros((len(texts), dim), np.float32)  # (n, dim)
+    for i, t in enumerate(texts):
+        for w in re.findall(r"[a-z0-9_]+", t.lower()):
+            out[i, int.from_bytes(hashlib.md5(w.encode()).digest()[:4], "big") % dim] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def make_embed(kind: str) -> tuple[Embed, str]:
+    if kind == "hash":
+        return hash_embed, "hash (bag-of-words, no model)"
+    if kind == "sentence":
+        from ruvllm.config import EmbeddingConfig
+        from ruvllm.embedding import make_embedder
+
+        emb = make_embedder(EmbeddingConfig())
+        return emb.embed, "sentence (all-MiniLM-L6-v2)"
+    raise InvalidInputError(f"unknown embedder {kind!r}; use 'sentence' or 'hash'")
+
+
+# --------------------------------------------------------------------------------------
+# phase 1
+# --------------------------------------------------------------------------------------
+
+
+def select_items(cfg: PipelineConfig) -> list[QAItem]:
+    """The question set, optionally cut to whole sessions (seeded) and to some splits."""
+    items = stdlib_qa(cfg.modules, per_module=cfg.per_module, seed=cfg.seed)
+    if cfg.split_filter:
+        items = [it for it in items if it.split in cfg.split_filter]
+    if cfg.limit and cfg.limit < len(items):
+        # stratified by split so a small run still has train, test_seen and test_unseen sessions
+        by_split: dict[str, list[str]] = {}
+        for it in items:
+            if it.session not in by_split.setdefault(it.split, []):
+                by_split[it.split].append(it.session)
+        rng = np.random.default_rng(cfg.seed)
+        n_sessions = max(1, round(cfg.limit / 4))
+        total = sum(len(v) for v in by_split.values())
+        chosen: set[str] = set()
+        for _split, sessions in sorted(by_split.items()):
+            take = max(1, round(n_sessions * len(sessions) / total))
+            chosen.update(rng.permutation(sessions)[:take].tolist())
+        items = [it for it in items if it.session in chosen]
+    if not items:
+        raise InvalidInputError("the question set is empty; check --modules / --limit")
+    return items
+
+
+def real_generators(models: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, float]]:
+    """Load the configured (or named), installed GGUF models through ``ruvllm.llm``."""
+    from ruvllm.config import Config
+    from ruvllm.llm import ModelPool, Registry
+
+    config = Config.load()
+    registry = Registry(config.models_path, extra=config.llm.paths)
+    wanted = list(models) or list(config.llm.models)
+    installed = [m for m in wanted if registry.is_installed(m)]
+    if not installed:
+        raise ModelNotFoundError(f"none of {wanted} is installed: real oracle labels need the GGUF models "
+                                 "(see `ruvllm models`), or use --labels synthetic")
+    pool = ModelPool(registry, config.llm)
+    gens = {m: pool.get(m) for m in installed}
+    params_b = {m: float(registry.spec(m).params_m) / 1000.0 for m in installed}
+    return gens, params_b
+
+
+def build_labels(
+    cfg: PipelineConfig, work_dir: Path, *, embed: Embed | None = None, generators: dict[str, Any] | None = None,
+    params_b: dict[str, float] | None = None, progress: Callable[[int, int], None] | None = None,
+) -> LabelRun:
+    """Phase 1: the question set, retrieval over the stdlib docs, oracle labels; saved as JSONL."""
+    t0 = time.perf_counter()
+    items = select_items(cfg)
+    emb_name = "caller's"
+    if embed is None:
+        embed, emb_name = make_embed(cfg.embedder)
+    corpus = stdlib_corpus(cfg.modules, per_module=cfg.per_module)
+    retriever = DocRetriever(corpus, embed, k=cfg.k)
+    qvecs = np.asarray(embed([it.query for it in items]), dtype=np.float32)  # (n, d), one batch
+    cache = {it.query: qvecs[i] for i, it in enumerate(items)}
+
+    def retrieve(q: str) -> Retrieval:
+        return retriever.search_vec(cache[q] if q in cache else np.asarray(embed([q]), np.float32)[0])
+
+    t_embed = time.perf_counter() - t0
+    ocfg = OracleConfig(context_bins=tuple(cfg.context_bins), lam=cfg.lam, mu=cfg.mu, max_tokens=cfg.max_tokens,
+                        k=cfg.k)
+    if cfg.labels == "synthetic":
+        if len(cfg.models) != len(cfg.params_b):
+            raise InvalidInputError("synthetic labels need one size (params_b) per model")
+        models = list(cfg.models)
+        records = SyntheticOracle(models, list(cfg.params_b), ocfg, seed=cfg.seed).label(items, retrieve)
+    elif cfg.labels == "real":
+        if generators is None:
+            generators, params_b = real_generators(cfg.models)
+        if params_b is None or set(params_b) != set(generators):
+            raise InvalidInputError("real labels need params_b (billions) for every generator")
+        models = list(generators)
+        records = label_with_models(items, generators, params_b, retrieve, ocfg, progress=progress)
+    else:
+        raise InvalidInputError(f"unknown label source {cfg.labels!r}; use 'synthetic' or 'real'")
+    path = save_labelled(records, Path(work_dir) / f"labelled_{cfg.labels}.jsonl")
+    splits = ("train", "test_seen", "test_unseen")
+    info = {
+        "labels": cfg.labels, "n_queries": len(records), "n_docs": len(corpus), "embedder": emb_name,
+        "models": models, "lambda_per_s": cfg.lam, "mu_per_cost_unit": cfg.mu,
+        "context_bins": list(cfg.context_bins), "splits": {s: sum(r.split == s for r in records) for s in splits},
+        "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in records]))
+                                    for i, m in enumerate(models)},
+        "embed_seconds": round(t_embed, 2), "label_seconds": round(time.perf_counter() - t0, 2),
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+    }
+    return LabelRun(path, records, info)

@@ -1,0 +1,105 @@
+"""``ruvllm router train / eval / info`` end to end on a tiny synthetic set (hash embedder, few epochs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ruvllm.errors import InvalidInputError
+from ruvllm.router.base import RouteInput
+from ruvllm.router.cli import router_app
+from ruvllm.router.fastgrnn_router import FastGRNNRouter
+from ruvllm.router.pipeline import PipelineConfig, build_labels, hash_embed, select_items
+
+TINY = ["--labels", "synthetic", "--embedder", "hash", "--modules", "json,math,textwrap,heapq,bisect,base64",
+        "--epochs", "6", "--seed", "1"]
+
+
+def _train(out: Path, *extra: str) -> object:
+    res = CliRunner().invoke(router_app, ["train", *TINY, "--out", str(out), *extra], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("router")
+    res = _train(out)
+    return out, res.output  # type: ignore[attr-defined]
+
+
+def test_train_writes_labels_router_and_report(trained: tuple[Path, str]) -> None:
+    out, output = trained
+    for name in ("labelled_synthetic.jsonl", "labels_info.json", "router.npz", "router.json", "router_dense.npz",
+                 "train_report.json"):
+        assert (out / name).exists(), name
+    assert "synthetic" in output and "NOT measured on real models" in output
+    rep = json.loads((out / "train_report.json").read_text())
+    assert rep["label_source"] == "synthetic" and set(rep["n_eval"]) == {"test_seen", "test_unseen"}
+    assert rep["stages"][-1]["stage"] == "sparse retrained int8" and rep["stages"][-1]["size_kb"] < 10
+    info = json.loads((out / "labels_info.json").read_text())
+    assert info["labels"] == "synthetic" and info["n_queries"] == sum(info["splits"].values())
+    # the saved router is deployable: numpy only, routes among the packaged model names
+    router = FastGRNNRouter.load(out / "router", models=["gemma3-270m", "qwen2.5-coder-0.5b"], max_context=2048)
+    d = router.route(RouteInput("What does json.dumps do?", 6, 0.7, 8, session_id="s"))
+    assert d.model in ("gemma3-270m", "qwen2.5-coder-0.5b") and d.context_tokens <= 2048
+
+
+def test_train_is_reproducible(trained: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = trained
+    _train(tmp_path)
+    assert (tmp_path / "router.npz").read_bytes() == (out / "router.npz").read_bytes()
+    assert (tmp_path / "labelled_synthetic.jsonl").read_bytes() == (out / "labelled_synthetic.jsonl").read_bytes()
+
+
+def test_eval_and_info(trained: tuple[Path, str]) -> None:
+    out, _ = trained
+    runner = CliRunner()
+    res = runner.invoke(router_app, ["eval", str(out / "router.npz"), "--labelled",
+                                     str(out / "labelled_synthetic.jsonl"), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.output)
+    assert ev["label_source"] == "synthetic"
+    for split in ("train", "test_seen", "test_unseen"):
+        assert 0.0 <= ev[split]["model_accuracy"] <= 1.0 and ev[split]["rows"] > 0
+    res = runner.invoke(router_app, ["info", str(out / "router")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["int8"] is True and doc["sparsity"] >= 0.45 and doc["size_kb_int8"] < 10
+    assert doc["models"] == ["gemma3-270m", "qwen2.5-coder-0.5b"]
+
+
+def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = trained
+    runner = CliRunner()
+    res = runner.invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"), "--epochs", "3",
+                                     "--out", str(tmp_path / "b")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
+    for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"]):
+        with pytest.raises(InvalidInputError):
+            runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
+
+
+def test_limit_keeps_every_split_and_hash_embedder_is_normalised() -> None:
+    cfg = PipelineConfig(modules=("json", "math", "textwrap", "heapq"), limit=40, seed=0)
+    items = select_items(cfg)
+    assert 20 <= len(items) <= 80 and {i.split for i in items} == {"train", "test_seen", "test_unseen"}
+    assert [i.id for i in items] == [i.id for i in select_items(cfg)]
+    v = hash_embed(["What does json.dumps do?", ""])
+    assert np.isclose(np.linalg.norm(v[0]), 1.0) and not v[1].any()
+
+
+def test_real_labels_through_given_generators(tmp_path: Path) -> None:
+    """The real path of the pipeline with stand-in generators (the oracle's own test has the fake)."""
+    from test_router_oracle import FakeGenerator
+
+    cfg = PipelineConfig(labels="real", embedder="hash", modules=("json",), limit=8, context_bins=(256, 1024))
+    gens = {"small": FakeGenerator("small", good=False), "large": FakeGenerator("large", good=True)}
+    run = build_labels(cfg, tmp_path, generators=gens, params_b={"small": 0.27, "large": 0.5})
+    assert run.path.name == "labelled_real.jsonl" and run.info["models"] == ["small", "large"]
+    assert all(r.label_source == "real" and len(r.answers) == 2 for r in run.records)
