@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,22 +142,15 @@ def test_metrics_exposition(loading: TestClient) -> None:
 
 
 def test_observe_response_counts_stages_decisions_and_writeback() -> None:
-    class D:
-        model = "m1"
-        confidence = 0.8
-
-    class R:
-        model = "m1"
-        decision = D()
-        latency_ms = {"embed": 3.0, "search": 0.4, "generate": 900.0}
-        total_ms = 910.0
-        writeback = {"action": "inserted", "node_id": "n", "reason": ""}
-        usage = {"prompt_tokens": 100, "completion_tokens": 20}
-        quality = 0.7
-
-    metrics.observe_response(R())
-    R.latency_ms = {"embed": 3.0}  # no model call: a cache hit
-    metrics.observe_response(R())
+    d = SimpleNamespace(model="m1", confidence=0.8)
+    r = SimpleNamespace(
+        model="m1", decision=d, latency_ms={"embed": 3.0, "search": 0.4, "generate": 900.0}, total_ms=910.0,
+        writeback={"action": "inserted", "node_id": "n", "reason": ""},
+        usage={"prompt_tokens": 100, "completion_tokens": 20}, quality=0.7,
+    )
+    metrics.observe_response(r)
+    r.latency_ms = {"embed": 3.0}  # no model call: a cache hit
+    metrics.observe_response(r)
     text = metrics.render()[0].decode()
     assert 'ruvllm_stage_seconds_count{stage="generate"}' in text
     assert 'ruvllm_router_decisions_total{model="m1"}' in text
