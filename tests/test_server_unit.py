@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from types import SimpleNamespace
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
