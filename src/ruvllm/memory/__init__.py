@@ -1,0 +1,472 @@
+"""The memory service: a durable graph of nodes and edges with vector search.
+
+    mem = Memory.open(path, dim=384, params=HnswParams(), auto_params=False, cache_size=1024, cache_ttl_s=300)
+    mem.add_many(nodes, edges)                 # one transaction, durable before it returns
+    hits = mem.search(qvec, k=10)              # [Hit(node, score)], cosine similarity, best first
+    near = mem.expand([h.node.id for h in hits], hops=2)
+    mem.close()                                # saves the index
+
+``Memory`` composes three parts, each usable alone: ``store.Store`` (SQLite WAL, the truth),
+``index.HnswIndex`` (hnswlib, rebuilt from the store when missing, corrupt or stale) and
+``graph`` (expansion, pruning, neighbourhood statistics). ``WriteBack`` decides which answers
+are kept. See docs/memory.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ruvllm.config import HnswParams, hnsw_params_for
+from ruvllm.errors import InvalidInputError, StoreError, ValidationError
+from ruvllm.memory.graph import Expanded, NeighbourhoodStats, expand, neighbourhood_stats, prune_weak_edges
+from ruvllm.memory.index import HnswIndex, IndexStamp
+from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
+from ruvllm.memory.store import Filter, Store
+
+__all__ = [
+    "Expanded", "Filter", "Hit", "Memory", "NeighbourhoodStats", "Store", "WriteBack", "WriteResult",
+]
+
+log = logging.getLogger("ruvllm.memory")
+
+DB_FILE = "memory.db"
+INDEX_FILE = "index.hnsw"
+INDEX_META = "index.json"
+MAX_K = 1024
+EXACT_FILTER_LIMIT = 4096  # a filter matching at most this many nodes is answered by exact search
+
+
+@dataclass
+class Hit:
+    node: Node
+    score: float  # cosine similarity in [-1, 1], higher is closer
+
+
+class QueryCache:
+    """LRU cache with a TTL for repeated searches; cleared on every write."""
+
+    def __init__(self, size: int, ttl_s: float):
+        self.size = max(0, int(size))
+        self.ttl_s = float(ttl_s)
+        self._data: OrderedDict[Any, tuple[float, list[Hit]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> list[Hit] | None:
+        if self.size == 0:
+            return None
+        with self._lock:
+            item = self._data.get(key)
+            if item is not None and time.monotonic() - item[0] <= self.ttl_s:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return list(item[1])
+            if item is not None:
+                del self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Any, value: list[Hit], generation: int) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            if generation != self.generation:  # a write happened while this result was computed
+                return
+            self._data[key] = (time.monotonic(), list(value))
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._data.clear()
+
+    def info(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {"entries": len(self._data), "capacity": self.size, "ttl_s": self.ttl_s, "hits": self.hits,
+                "misses": self.misses, "hit_rate": round(self.hits / total, 4) if total else 0.0}
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
+    return int(k)
+
+
+def _check_ef(ef: Any) -> int | None:
+    if ef is None:
+        return None
+    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= int(ef) <= 100_000:
+        raise InvalidInputError(f"ef must be a positive integer, got {ef!r}")
+    return int(ef)
+
+
+class Memory:
+    """Nodes, edges and vectors: the durable store plus the ANN index and the graph."""
+
+    def __init__(self, path: Path, store: Store, index: HnswIndex, *, auto_params: bool, cache: QueryCache,
+                 index_status: dict[str, Any]):
+        self.path = path
+        self.dim = store.dim
+        self.store = store
+        self.index = index
+        self.auto_params = auto_params
+        self._cache = cache
+        self._wlock = threading.RLock()
+        self._count = store.count()
+        self._loaded_seq = store.seq() if index_status.get("action") == "loaded" else -1
+        self._index_status = index_status
+        self._closed = False
+        self._stats_providers: dict[str, Callable[[], dict[str, Any]]] = {}
+
+    # ---- opening / closing -------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        dim: int,
+        params: HnswParams | None = None,
+        auto_params: bool = False,
+        cache_size: int = 1024,
+        cache_ttl_s: float = 300.0,
+        *,
+        synchronous: str = "FULL",
+    ) -> Memory:
+        """Open (or create) the memory in directory ``path``; rebuild the index if it is not usable."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        store = Store(path / DB_FILE, dim, synchronous=synchronous)
+        try:
+            count, seq = store.count(), store.seq()
+            chosen = hnsw_params_for(count) if auto_params else (params or HnswParams())
+            expect = IndexStamp(seq=seq, count=count, dim=dim, m=chosen.m, ef_construction=chosen.ef_construction)
+            t0 = time.perf_counter()
+            index, reason = HnswIndex.load(path / INDEX_FILE, path / INDEX_META, chosen, expect)
+            if index is not None:
+                status = {"action": "loaded", "reason": "", "seconds": round(time.perf_counter() - t0, 3)}
+            else:
+                index = cls._rebuild(store, chosen, count)
+                secs = time.perf_counter() - t0
+                if count or (path / INDEX_FILE).exists():
+                    log.warning("memory: rebuilt the index from %s (%d vectors, %.1f s): %s",
+                                store.path, count, secs, reason)
+                status = {"action": "rebuilt", "reason": reason, "seconds": round(secs, 3)}
+        except BaseException:
+            store.close()
+            raise
+        return cls(path, store, index, auto_params=auto_params, cache=QueryCache(cache_size, cache_ttl_s),
+                   index_status=status)
+
+    @staticmethod
+    def _rebuild(store: Store, params: HnswParams, count: int) -> HnswIndex:
+        index = HnswIndex(store.dim, params, capacity=int(count * 1.1) + 16)
+        for labels, vecs in store.iter_vectors():
+            index.add(labels, vecs, num_threads=-1)
+        return index
+
+    def rebuild_index(self) -> None:
+        """Rebuild the index from the store now (e.g. after changing parameters)."""
+        with self._wlock:
+            self._check_open()
+            params = hnsw_params_for(self._count) if self.auto_params else self.index.params
+            self.index = self._rebuild(self.store, params, self._count)
+            self._loaded_seq = -1
+            self._cache.invalidate()
+
+    def save_index(self) -> None:
+        """Save the index and its sidecar if it changed since it was loaded."""
+        with self._wlock:
+            self._check_open()
+            seq = self.store.seq()
+            if seq == self._loaded_seq:
+                return
+            stamp = IndexStamp(seq=seq, count=self._count, dim=self.dim, m=self.index.params.m,
+                               ef_construction=self.index.params.ef_construction)
+            self.index.save(self.path / INDEX_FILE, self.path / INDEX_META, stamp)
+            self._loaded_seq = seq
+
+    def close(self) -> None:
+        """Save the index and close the store. Safe to call twice."""
+        with self._wlock:
+            if self._closed:
+                return
+            try:
+                self.save_index()
+            finally:
+                self._closed = True
+                self.store.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the memory at {self.path} is closed")
+
+    # ---- writes ------------------------------------------------------------------------------------
+    def _check_node(self, node: Node) -> Node:
+        if not isinstance(node, Node):
+            raise ValidationError(f"expected a Node, got {type(node).__name__}")
+        node.validate(self.dim)
+        if not float(np.dot(node.vector, node.vector)) > 0.0:
+            raise ValidationError(f"node {node.id} has an all-zero vector; cosine similarity is undefined for it")
+        return node
+
+    def add(self, node: Node) -> Node:
+        self.add_many([node], [])
+        return node
+
+    def add_many(self, nodes: Sequence[Node], edges: Sequence[Edge] = ()) -> None:
+        """Insert nodes and edges in one transaction, durable before return, then index the nodes."""
+        nodes = [self._check_node(n) for n in nodes]
+        edges = [e.validate() if isinstance(e, Edge) else _not_edge(e) for e in edges]
+        ids = [n.id for n in nodes]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("the batch holds the same node id twice")
+        if not nodes and not edges:
+            return
+        with self._wlock:
+            self._check_open()
+            labels = self.store.insert(nodes, edges)
+            self._count += len(nodes)
+            if nodes:
+                vecs = np.stack([n.vector for n in nodes])  # (n, dim)
+                self.index.add(np.asarray(labels, np.int64), vecs, num_threads=-1 if len(nodes) >= 512 else 1)
+            self._cache.invalidate()
+            if self.auto_params and hnsw_params_for(self._count) != hnsw_params_for(self._count - len(nodes)):
+                log.info("memory: %d nodes crosses into a new HNSW parameter row %s; the index is rebuilt with it "
+                         "at the next open (or call rebuild_index())", self._count, hnsw_params_for(self._count))
+
+    def add_edge(self, edge: Edge) -> Edge:
+        if not isinstance(edge, Edge):
+            _not_edge(edge)
+        edge.validate()
+        with self._wlock:
+            self._check_open()
+            self.store.add_edges([edge])
+            self._cache.invalidate()
+        return edge
+
+    def delete_edge(self, edge_id: str) -> None:
+        with self._wlock:
+            self._check_open()
+            self.store.delete_edge(edge_id)
+
+    def update(
+        self,
+        node_id: str,
+        *,
+        text: str | None = None,
+        vector: Any = None,
+        confidence: float | None = None,
+        tags: list[str] | None = None,
+        domain: str | None = None,
+        source: str | None = None,
+        type: NodeType | str | None = None,
+    ) -> Node:
+        """Change a node: its version goes up by one and the old version is kept in history."""
+        with self._wlock:
+            self._check_open()
+            old = self.store.get(node_id)
+            new = copy.deepcopy(old)
+            if text is not None:
+                new.text = text
+            if vector is not None:
+                new.vector = as_vector(vector, self.dim, "node vector")
+            if confidence is not None:
+                new.metadata.confidence = confidence
+            if tags is not None:
+                new.metadata.tags = list(tags) if isinstance(tags, (list, tuple)) else tags
+            if domain is not None:
+                new.metadata.domain = domain
+            if source is not None:
+                new.source = source
+            if type is not None:
+                new.type = type  # type: ignore[assignment]  # validate() converts / rejects
+            new.metadata.version = old.metadata.version + 1
+            new.metadata.timestamp = time.time()
+            self._check_node(new)
+            label = self.store.update(new, old)
+            if vector is not None:
+                self.index.add(np.array([label], np.int64), new.vector[None, :])
+            self._cache.invalidate()
+            return new
+
+    def delete(self, node_id: str) -> None:
+        """Delete a node, its edges and its history, and drop it from the index."""
+        with self._wlock:
+            self._check_open()
+            label = self.store.delete(node_id)
+            self._count -= 1
+            self.index.delete(label)
+            self._cache.invalidate()
+
+    def prune_weak_edges(self, min_weight: float) -> int:
+        with self._wlock:
+            self._check_open()
+            n = prune_weak_edges(self.store, min_weight)
+            self._cache.invalidate()
+            return n
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def get(self, node_id: str) -> Node:
+        self._check_open()
+        return self.store.get(node_id)
+
+    def get_many(self, node_ids: Sequence[str]) -> dict[str, Node]:
+        self._check_open()
+        return self.store.get_many(node_ids)
+
+    def history(self, node_id: str) -> list[Node]:
+        """Earlier versions of a node, oldest first (the current one is ``get``)."""
+        self._check_open()
+        return self.store.history(node_id)
+
+    def edges(self, node_id: str) -> list[Edge]:
+        """Every edge with ``node_id`` at either end."""
+        self._check_open()
+        return self.store.edges_of(node_id)
+
+    def find(self, *, types: Any = None, domain: str | None = None, tags: Sequence[str] | None = None,
+             since: float | None = None, until: float | None = None, limit: int = 100) -> list[Node]:
+        """Nodes matching the filters, newest first."""
+        self._check_open()
+        return self.store.find(Filter(types, domain, tags, since, until), limit)
+
+    def count(self) -> int:
+        return self._count
+
+    def _qvec(self, qvec: Any) -> npt.NDArray[np.float32]:
+        try:
+            q = as_vector(qvec, self.dim, "query vector")
+        except ValidationError as exc:
+            raise InvalidInputError(str(exc)) from None
+        if not float(np.dot(q, q)) > 0.0:
+            raise InvalidInputError("query vector is all zeros")
+        return q
+
+    def search(
+        self,
+        qvec: Any,
+        k: int = 10,
+        *,
+        ef: int | None = None,
+        types: Any = None,
+        domain: str | None = None,
+        tags: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` nodes most similar to ``qvec`` (cosine), best first, optionally filtered."""
+        self._check_open()
+        q = self._qvec(qvec)
+        k = _check_k(k)
+        ef = _check_ef(ef)
+        flt = Filter(types, domain, tags, since, until)
+        key = (q.tobytes(), k, ef, flt.key())
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        gen = self._cache.generation
+        if flt.empty:
+            labels, scores = self.index.search(q[None, :], k, ef)  # (1, k), (1, k)
+            hits = self._hits(labels[0], scores[0])
+        else:
+            hits = self._filtered(q, k, ef, flt)
+        self._cache.put(key, hits, gen)
+        return hits
+
+    def _hits(self, labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]) -> list[Hit]:
+        nodes = self.store.by_labels(labels.tolist())
+        return [Hit(nodes[lb], float(s)) for lb, s in zip(labels.tolist(), scores.tolist(), strict=True)
+                if lb in nodes]
+
+    def _filtered(self, q: npt.NDArray[np.float32], k: int, ef: int | None, flt: Filter) -> list[Hit]:
+        allowed = self.store.labels_where(flt)
+        if len(allowed) == 0:
+            return []
+        if len(allowed) <= EXACT_FILTER_LIMIT:  # exact: cheaper and better than a sparse graph walk
+            vecs = self.index.vectors(allowed)  # (a, dim), unit rows
+            sims = vecs @ (q / np.linalg.norm(q))  # (a,)
+            top = np.argsort(-sims)[:k]
+            return self._hits(allowed[top], sims[top])
+        allowed_set = set(allowed.tolist())
+        labels, scores = self.index.search(q[None, :], min(k, len(allowed_set)), ef, filter=allowed_set.__contains__)
+        return self._hits(labels[0], scores[0])
+
+    def search_batch(self, qvecs: Any, k: int = 10, *, ef: int | None = None) -> list[list[Hit]]:
+        """``search`` for each row of ``qvecs`` (n, dim), in parallel inside hnswlib."""
+        self._check_open()
+        k = _check_k(k)
+        ef = _check_ef(ef)
+        try:
+            qs = np.ascontiguousarray(qvecs, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInputError("query vectors must be a 2-d array of numbers") from None
+        if qs.ndim != 2 or qs.shape[1] != self.dim:
+            raise InvalidInputError(f"query vectors must have shape (n, {self.dim}), got {qs.shape}")
+        if not np.all(np.isfinite(qs)) or np.any(np.einsum("ij,ij->i", qs, qs) <= 0.0):
+            raise InvalidInputError("query vectors contain NaN/inf or an all-zero row")
+        if len(qs) == 0:
+            return []
+        labels, scores = self.index.search(qs, k, ef, num_threads=-1)  # (n, k), (n, k)
+        nodes = self.store.by_labels(np.unique(labels).tolist())
+        return [[Hit(nodes[lb], float(s)) for lb, s in zip(row_l.tolist(), row_s.tolist(), strict=True)
+                 if lb in nodes] for row_l, row_s in zip(labels, scores, strict=True)]
+
+    def search_threshold(self, qvec: Any, min_score: float = 0.95, k: int = 10, **filters: Any) -> list[Hit]:
+        """The hits among the top ``k`` whose similarity is at least ``min_score``."""
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not -1.0 <= min_score <= 1.0:
+            raise InvalidInputError(f"min_score must be a number in [-1, 1], got {min_score!r}")
+        return [h for h in self.search(qvec, k, **filters) if h.score >= min_score]
+
+    def expand(self, seed_ids: Sequence[str], hops: int = 2, min_weight: float = 0.0, limit: int = 64,
+               rels: Sequence[EdgeType | str] | None = None) -> list[Expanded]:
+        """Nodes up to ``hops`` edges from the seeds (excluded), by hop then path weight."""
+        self._check_open()
+        return expand(self.store, seed_ids, hops=hops, min_weight=min_weight, limit=limit, rels=rels)
+
+    def neighbourhood(self, nodes: Sequence[Node | Hit]) -> NeighbourhoodStats:
+        """Degree, density and coherence of a set of nodes (or hits), for the router's features."""
+        self._check_open()
+        return neighbourhood_stats(self.store, [x.node if isinstance(x, Hit) else x for x in nodes])
+
+    # ---- stats -----------------------------------------------------------------------------------
+    def register_stats(self, name: str, provider: Callable[[], dict[str, Any]]) -> None:
+        self._stats_providers[name] = provider
+
+    def stats(self) -> dict[str, Any]:
+        self._check_open()
+        out: dict[str, Any] = {"path": str(self.path), "dim": self.dim, **self.store.counts()}
+        out["index"] = {**self.index.info(), "auto_params": self.auto_params, "on_open": dict(self._index_status)}
+        out["cache"] = self._cache.info()
+        out["durability"] = {"journal_mode": "WAL", "synchronous": self.store.synchronous}
+        for name, provider in self._stats_providers.items():
+            out[name] = provider()
+        return out
+
+
+def _not_edge(e: object) -> Edge:
+    raise ValidationError(f"expected an Edge, got {type(e).__name__}")
+
+
+from ruvllm.memory.writeback import WriteBack, WriteResult  # noqa: E402  (writeback uses Memory)
