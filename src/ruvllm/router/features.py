@@ -181,11 +181,18 @@ def query_type_of(text: str) -> str:
     return "definition"
 
 
+_DOMAIN_OF: dict[str, tuple[int, ...]] = {}
+for _i, _keys in enumerate(DOMAINS.values()):
+    for _k in _keys:
+        _DOMAIN_OF[_k] = (*_DOMAIN_OF.get(_k, ()), _i)
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+
+
 def domain_scores(text: str) -> npt.NDArray[np.float32]:
-    words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", text)]
     out = np.zeros(len(DOMAINS), dtype=np.float32)
-    for i, keys in enumerate(DOMAINS.values()):
-        out[i] = sum(w in keys for w in words)
+    for w in _ALNUM.findall(text):
+        for i in _DOMAIN_OF.get(w.lower(), ()):
+            out[i] += 1.0
     total = float(out.sum())
     return out / total if total > 0 else out
 
@@ -241,6 +248,8 @@ def extract(inp: FeatureInput, normalizer: Normalizer | None = None) -> F32:
 
     # ---- search stats ----
     scores = np.asarray(list(inp.hit_scores), dtype=np.float64)  # (k,)
+    if not np.all(np.isfinite(scores)):
+        raise InvalidInputError("router features: hit_scores contain NaN or inf; check the retrieval scores")
     k_req = float(inp.neighbourhood.get("k_requested", max(len(scores), 1)))
     x[S_K] = _log_scale(len(scores), 64)
     if len(scores):
@@ -249,8 +258,8 @@ def extract(inp: FeatureInput, normalizer: Normalizer | None = None) -> F32:
         if len(scores) > 1:
             z = np.exp((scores - scores.max()) / 0.1)
             x[S_ENTROPY] = _entropy(z / z.sum()) / math.log(len(scores))
-        hist, _ = np.histogram(np.clip(scores, 0.0, 1.0), bins=16, range=(0.0, 1.0))
-        x[S_DENSITY] = hist / len(scores)
+        bins = np.minimum((np.clip(scores, 0.0, 1.0) * 16).astype(np.int64), 15)  # 16 bins over [0, 1]
+        x[S_DENSITY] = np.bincount(bins, minlength=16) / len(scores)
     if len(inp.hit_depths):
         x[S_DEPTH] = float(np.mean(inp.hit_depths)) / 4.0
     x[S_RECALL] = float(inp.neighbourhood.get("recall_estimate", min(1.0, len(scores) / max(k_req, 1.0))))

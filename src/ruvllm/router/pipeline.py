@@ -18,6 +18,7 @@ Real labels need generators: pass ``generators`` and ``params_b`` yourself, or l
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -183,7 +184,18 @@ def build_labels(
         if params_b is None or set(params_b) != set(generators):
             raise InvalidInputError("real labels need params_b (billions) for every generator")
         models = list(generators)
-        records = label_with_models(items, generators, params_b, retrieve, ocfg, progress=progress)
+        records = []
+        partial = Path(work_dir) / f"labelled_{cfg.labels}.partial.jsonl"  # what is done so far, if stopped
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("")
+        for start in range(0, len(items), 4):
+            chunk = label_with_models(items[start : start + 4], generators, params_b, retrieve, ocfg)
+            records.extend(chunk)
+            with partial.open("a") as fh:
+                fh.writelines(json.dumps(asdict(r), sort_keys=True) + "\n" for r in chunk)
+            if progress:
+                progress(len(records), len(items))
+        partial.unlink()
     else:
         raise InvalidInputError(f"unknown label source {cfg.labels!r}; use 'synthetic' or 'real'")
     path = save_labelled(records, Path(work_dir) / f"labelled_{cfg.labels}.jsonl")

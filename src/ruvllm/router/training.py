@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ruvllm.errors import InvalidInputError
+from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
 from ruvllm.router.features import Normalizer
 
@@ -187,7 +188,7 @@ class TrainConfig:
     u_rank: int = 8
     epochs: int = 60
     lr: float = 1e-2
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-2  # L2; 1e-5 overfit the synthetic oracle set (train 0.94 vs held-out 0.78)
     batch_sessions: int = 32
     alpha: float = 1.0  # SmoothL1(temperature)
     beta: float = 1.0  # SmoothL1(top_p)
@@ -283,11 +284,12 @@ def _fit(model: FastGRNNTorch, batch: _Batch, tc: TrainConfig, epochs: int, lr: 
     return last
 
 
-def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig) -> FastGRNNTorch:
-    """Stage 1: the dense FastGRNN on ``data`` (normalised features)."""
+def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
+                context_bins: Sequence[int] = CONTEXT_BINS) -> FastGRNNTorch:
+    """Stage 1: the dense FastGRNN on ``data`` (normalised features); ``y_ctx`` indexes ``context_bins``."""
     torch.manual_seed(tc.seed)
     cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
-                         u_rank=tc.u_rank)
+                         u_rank=tc.u_rank, context_bins=tuple(context_bins))
     model = FastGRNNTorch(cfg, seed=tc.seed)
     _fit(model, _batches(data, _model_weights(data, tc.regret_weighting)), tc, tc.epochs, tc.lr, tc.seed)
     return model
@@ -554,7 +556,10 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
     evals = {name: datasets_from_records(rs, normalizer) for name, rs in splits.items() if rs}
     main_eval = evals.get("test_unseen") or next(iter(evals.values()), train)
 
-    model = train_dense(train, models, tc)
+    bins = tuple(int(b) for b in train_recs[0].context_bins)
+    if any(tuple(r.context_bins) != bins or list(r.models) != models for r in records):
+        raise InvalidInputError(f"{labelled_jsonl} mixes records of different models or context bins")
+    model = train_dense(train, models, tc, bins)
     dense, comp, stages = compress(model, train, main_eval, tc, normalizer)
     source = sorted({r.label_source for r in records})
     meta = {"label_source": ",".join(source), "train_config": asdict(tc), "n_train": len(train)}

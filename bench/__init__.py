@@ -1,0 +1,1 @@
+"""Benchmarks: each writes JSON + Markdown (+ plots) under results/; not timed tests."""

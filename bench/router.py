@@ -1,0 +1,372 @@
+"""Router benchmark: FastGRNN (dense and compressed) against simple baselines, one run.
+
+    nice -n 10 .venv/bin/python -m bench.router                 # synthetic oracle labels (default)
+    nice -n 10 .venv/bin/python -m bench.router --labels real --limit 120   # real models (slow)
+
+Pipeline: the stdlib QA set (``oracle.stdlib_qa``) → real sentence embeddings and exact retrieval
+over the docstrings (``oracle.DocRetriever``) → oracle labels for every model × context size
+(synthetic cost/quality model, or the real models through ``ruvllm.llm`` Generators) →
+``training.train_from_oracle`` (dense → IHT sparse → retrain → int8) → evaluation on the
+held-out symbols (``test_unseen``) and on new paraphrases of trained questions (``test_seen``).
+
+Writes bench/results/router/router_bench.{json,md} and bench/results/router/cost_quality.png; the labelled
+JSONL and checkpoints go to results/tmp/router/ (ignored by git). The label source is printed
+in every output: synthetic labels are never presented as real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_labels(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Phase 1 through ``router.pipeline`` (the same code as ``ruvllm router train``)."""
+    from ruvllm.router.pipeline import PipelineConfig
+    from ruvllm.router.pipeline import build_labels as pipeline_labels
+
+    cfg = PipelineConfig(labels=args.labels, embedder=args.embedder, per_module=args.per_module, limit=args.limit,
+                         lam=args.lam, mu=args.mu, context_bins=tuple(args.context_bins), max_tokens=args.max_tokens,
+                         seed=args.seed)
+    if args.modules:
+        cfg.modules = tuple(m.strip() for m in args.modules.split(",") if m.strip())
+
+    def progress(i: int, n: int) -> None:
+        print(f"oracle {i}/{n}", file=sys.stderr, flush=True)
+
+    run = pipeline_labels(cfg, work, progress=progress)
+    return run.path, run.info
+
+
+# --------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------
+
+
+def _tables(recs: list[Any]) -> dict[str, np.ndarray]:
+    return {k: np.array([getattr(r, k) for r in recs], dtype=np.float64)
+            for k in ("quality", "latency_ms", "cost", "utility")}
+
+
+def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: tuple[int, int]) -> dict[str, float]:
+    """Decision metrics of choices (m, c) against the oracle and against always-large."""
+    n = len(m)
+    rows = np.arange(n)
+    U = t["utility"]
+    flat = U.reshape(n, -1).argmax(1)
+    om, oc = flat // U.shape[2], flat % U.shape[2]
+    lm, lc = large_ref
+    q = t["quality"][rows, m, c]
+    q_large = t["quality"][:, lm, lc]
+    cost = t["cost"][rows, m, c]
+    cost_large = t["cost"][:, lm, lc]
+    return {
+        "model_accuracy": float((m == om).mean()),
+        "joint_accuracy": float(((m == om) & (c == oc)).mean()),
+        "quality_1to5": float(1 + 4 * q.mean()),
+        "quality_regret_vs_large_1to5": float(4 * (q_large.mean() - q.mean())),
+        "latency_ms": float(t["latency_ms"][rows, m, c].mean()),
+        "latency_regret_vs_oracle_ms": float((t["latency_ms"][rows, m, c] - t["latency_ms"][rows, om, oc]).mean()),
+        "cost_reduction_vs_large": float(1 - cost.sum() / cost_large.sum()),
+        "large_call_share": float((m == U.shape[1] - 1).mean()),
+        "utility_regret": float((U.reshape(n, -1).max(1) - U[rows, m, c]).mean()),
+    }
+
+
+def curve(score: np.ndarray, ctx_small: np.ndarray, ctx_large: np.ndarray, t: dict[str, np.ndarray]
+          ) -> list[tuple[float, float, float]]:
+    """Sweep a 'needs the large model' score: (large-call share, mean quality, mean cost) per cut."""
+    n = len(score)
+    rows = np.arange(n)
+    L = t["quality"].shape[1] - 1
+    order = np.argsort(-score, kind="stable")
+    pts = []
+    for k in range(0, n + 1, max(1, n // 100)):
+        large = np.zeros(n, bool)
+        large[order[:k]] = True
+        m = np.where(large, L, 0)
+        c = np.where(large, ctx_large, ctx_small)
+        pts.append((k / n, float(t["quality"][rows, m, c].mean()), float(t["cost"][rows, m, c].mean())))
+    if pts[-1][0] < 1.0:
+        m = np.full(n, L)
+        pts.append((1.0, float(t["quality"][rows, m, ctx_large].mean()), float(t["cost"][rows, m, ctx_large].mean())))
+    return pts
+
+
+def apgr(pts: list[tuple[float, float, float]], q_weak: float, q_strong: float) -> dict[str, float]:
+    """RouteLLM's APGR (mean performance gap recovered over call shares 0..1), the large-call share
+    needed for 95% PGR and for 95% of the large model's quality, and the cost saved at that last point
+    (vs always-large, on the same curve)."""
+    x = np.array([p[0] for p in pts])
+    y = np.array([p[1] for p in pts])
+    cost = np.array([p[2] for p in pts])
+    grid = np.linspace(0, 1, 101)
+    yi = np.interp(grid, x, y)
+    ci = np.interp(grid, x, cost)
+    gap = q_strong - q_weak
+    pgr = (yi - q_weak) / gap if abs(gap) > 1e-12 else np.ones_like(yi)
+    hit = np.flatnonzero(pgr >= 0.95)
+    hit_q = np.flatnonzero(yi >= 0.95 * q_strong)
+    at = int(hit_q[0]) if len(hit_q) else len(grid) - 1
+    return {"apgr": float(pgr.mean()),
+            "calls_for_95pct_pgr": float(grid[hit[0]]) if len(hit) else 1.0,
+            "calls_for_95pct_of_large_quality": float(grid[at]),
+            "cost_reduction_at_95pct_of_large_quality": float(1.0 - ci[at] / cost[-1]) if cost[-1] > 0 else 0.0}
+
+
+def forward_us(params: Any, fi: Any, n: int = 5000) -> dict[str, float]:
+    from ruvllm.router.base import RouteInput
+    from ruvllm.router.fastgrnn_router import FastGRNNRouter
+
+    x = params.normalizer.features(fi)
+    h = params.hidden0()
+    for _ in range(200):
+        params.step(x, h)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        params.step(x, h)
+        samples.append(time.perf_counter_ns() - t0)
+    router = FastGRNNRouter(params)
+    ri = RouteInput(fi.query, fi.n_query_tokens, 0.5, 5, features=fi)
+    full = []
+    for _ in range(min(n, 2000)):
+        t0 = time.perf_counter_ns()
+        router.route(ri)
+        full.append(time.perf_counter_ns() - t0)
+    s, f = np.array(samples) / 1000, np.array(full) / 1000
+    return {"step_p50_us": float(np.median(s)), "step_p99_us": float(np.percentile(s, 99)),
+            "route_with_features_p50_us": float(np.median(f)),
+            "route_with_features_p99_us": float(np.percentile(f, 99))}
+
+
+def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
+    from ruvllm.router.baselines import FixedRouter, KNNRouter, LogisticRouter, RandomRouter, ThresholdRouter
+    from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.oracle import load_labelled
+    from ruvllm.router.training import datasets_from_records, predict
+
+    recs = load_labelled(labelled)
+    dense = FastGRNNParams.load(model_dir / "router_dense")
+    comp = FastGRNNParams.load(model_dir / "router")
+    norm = dense.normalizer
+    by = {s: [r for r in recs if r.split == s] for s in ("train", "test_seen", "test_unseen")}
+    data = {s: datasets_from_records(rs, norm) for s, rs in by.items()}
+    tabs = {s: _tables(rs) for s, rs in by.items()}
+    train = data["train"]
+    M = len(dense.config.models)
+    qtab = tabs["train"]["quality"].astype(np.float32)
+    routers: dict[str, Any] = {
+        "always-small": FixedRouter(0, "always-small").fit(train),
+        "always-large": FixedRouter(M - 1, "always-large").fit(train),
+        "kNN (k=10)": KNNRouter(k=10).fit(train),
+        "logistic regression": LogisticRouter().fit(train),
+        "RouteLLM-style threshold": ThresholdRouter(quality=qtab).fit(train),
+    }
+    large_ref = (M - 1, routers["always-large"].ctx)
+    results: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    C = len(dense.config.context_bins)
+    for split in ("test_seen", "test_unseen"):
+        d, t = data[split], tabs[split]
+        res: dict[str, dict[str, float]] = {}
+        sc: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name, p in (("FastGRNN dense", dense), ("FastGRNN compressed (sparse+int8)", comp)):
+            out = predict(p, d)
+            pm, pc = out[:, :M].argmax(1), out[:, M : M + C].argmax(1)
+            res[name] = metrics(pm, pc, t, large_ref)
+            probs = np.exp(out[:, :M] - out[:, :M].max(1, keepdims=True))
+            probs /= probs.sum(1, keepdims=True)
+            conf = 1 / (1 + np.exp(-out[:, M + C + 2]))
+            correct = pm == np.array([r.best_model for r in by[split]])
+            res[name]["confidence_mean"] = float(conf.mean())
+            sure = conf >= 0.5
+            res[name]["accuracy_when_confident_0.5"] = float(correct[sure].mean()) if sure.any() else 0.0
+            res[name]["share_confident_0.5"] = float(sure.mean())
+            sc[name] = (probs[:, -1], pc, pc)
+        for name, r in routers.items():
+            m, c = r.decide(d)
+            res[name] = metrics(m, c, t, large_ref)
+            s = r.large_score(d)
+            if s is not None:
+                ctx_s = np.full(len(d), routers["always-small"].ctx)
+                ctx_l = np.full(len(d), routers["always-large"].ctx)
+                if isinstance(r, KNNRouter):
+                    u = r._mean_utility(d)
+                    ctx_s, ctx_l = u[:, 0].argmax(1), u[:, -1].argmax(1)
+                elif isinstance(r, LogisticRouter):
+                    pr = r._probs(d)
+                    ctx_s, ctx_l = pr[:, 0].argmax(1), pr[:, -1].argmax(1)
+                sc[name] = (s, ctx_s, ctx_l)
+        # random at the compressed FastGRNN's cost: p_large matched on this split
+        target = res["FastGRNN compressed (sparse+int8)"]["large_call_share"]
+        rnd = RandomRouter(p_large=target, seed=seed).fit(train)
+        m, c = rnd.decide(d)
+        res["random (matched cost)"] = metrics(m, c, t, large_ref)
+        # oracle, for reference
+        U = t["utility"]
+        flat = U.reshape(len(d), -1).argmax(1)
+        res["oracle"] = metrics(flat // C, flat % C, t, large_ref)
+        q_weak = float(t["quality"][:, 0, routers["always-small"].ctx].mean())
+        q_strong = float(t["quality"][:, M - 1, routers["always-large"].ctx].mean())
+        split_curves = {}
+        for name, (s, cs, cl) in sc.items():
+            pts = curve(s, cs, cl, t)
+            res[name].update(apgr(pts, q_weak, q_strong))
+            split_curves[name] = pts
+        rs_pts = curve(np.random.default_rng(seed).random(len(d)), np.full(len(d), routers["always-small"].ctx),
+                       np.full(len(d), routers["always-large"].ctx), t)
+        res["random (matched cost)"].update(apgr(rs_pts, q_weak, q_strong))
+        split_curves["random"] = rs_pts
+        results[split] = res
+        curves[split] = split_curves
+    fi = by["test_unseen"][0].feature_input()
+    timing = {"dense": forward_us(dense, fi), "compressed": forward_us(comp, fi)}
+    return {"results": results, "curves": curves, "timing": timing,
+            "sizes_kb": {"dense_fp32": dense.size_bytes(32) / 1024, "compressed_int8": comp.size_bytes(8) / 1024,
+                         "dense_file": (model_dir / "router_dense.npz").stat().st_size / 1024,
+                         "compressed_file": (model_dir / "router.npz").stat().st_size / 1024},
+            "n_params": dense.n_params(), "sparsity": comp.sparsity()}
+
+
+# --------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------
+
+COLS = [("model_accuracy", "model acc", "{:.3f}"), ("joint_accuracy", "model+ctx acc", "{:.3f}"),
+        ("quality_1to5", "quality (1–5)", "{:.3f}"), ("quality_regret_vs_large_1to5", "quality regret", "{:+.3f}"),
+        ("latency_regret_vs_oracle_ms", "latency regret ms", "{:+.0f}"),
+        ("cost_reduction_vs_large", "cost reduction", "{:.1%}"), ("large_call_share", "large calls", "{:.1%}"),
+        ("apgr", "APGR", "{:.3f}"), ("calls_for_95pct_pgr", "calls @95% PGR", "{:.0%}"),
+        ("calls_for_95pct_of_large_quality", "calls @95% large q", "{:.0%}"),
+        ("cost_reduction_at_95pct_of_large_quality", "cost cut @95% large q", "{:.1%}"),
+        ("utility_regret", "utility regret", "{:.4f}")]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# Router benchmark ({doc['label_note']})", "",
+             f"Command: `{doc['command']}`  ", f"Date: {doc['date']}, machine: {doc['machine']}", "",
+             f"Labels: **{doc['labels']['labels']}** — {doc['label_note']}.  ",
+             f"Queries: {doc['labels']['n_queries']} ({doc['labels']['splits']}), docs: {doc['labels']['n_docs']}, "
+             f"embedder: {doc['labels']['embedder']}, models: {', '.join(doc['labels']['models'])}, "
+             f"U = Q − {doc['labels']['lambda_per_s']}·L[s] − {doc['labels']['mu_per_cost_unit']}·C.", ""]
+    for split, title in (("test_seen", "Seen patterns (new paraphrases of trained questions)"),
+                         ("test_unseen", "Held-out symbols (never seen in training)")):
+        lines += [f"## {title}", "", "| router | " + " | ".join(c[1] for c in COLS) + " |",
+                  "|---|" + "---:|" * len(COLS)]
+        for name, r in doc["results"][split].items():
+            cells = [fmt.format(r[k]) if k in r else "–" for k, _, fmt in COLS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    tm = doc["timing"]
+    lines += ["## Size, compression and speed", "",
+              f"FastGRNN: {doc['n_params']} parameters; compressed sparsity {doc['sparsity']:.1%}.", "",
+              "| stage | size KB | sparsity | model acc (held-out) | ctx acc | accuracy lost |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for s in doc["train_report"]["stages"]:
+        lines.append(f"| {s['stage']} | {s['size_kb']:.2f} | {s['sparsity']:.1%} | {s['model_accuracy']:.3f} | "
+                     f"{s['context_accuracy']:.3f} | {s['accuracy_lost']:+.3f} |")
+    lines += ["", "| forward | p50 µs | p99 µs |", "|---|---:|---:|"]
+    for k in ("dense", "compressed"):
+        lines.append(f"| {k}: cell + heads (numpy, one query) | {tm[k]['step_p50_us']:.1f} | "
+                     f"{tm[k]['step_p99_us']:.1f} |")
+        lines.append(f"| {k}: route() incl. 128-d feature extraction | {tm[k]['route_with_features_p50_us']:.1f} | "
+                     f"{tm[k]['route_with_features_p99_us']:.1f} |")
+    lines += ["", f"Training: {doc['train_report']['seconds']} s; plot: cost_quality.png.", ""]
+    return "\n".join(lines)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, split in zip(axes, ("test_seen", "test_unseen"), strict=True):
+        for name, pts in doc["curves"][split].items():
+            x = [p[0] * 100 for p in pts]
+            y = [1 + 4 * p[1] for p in pts]
+            ax.plot(x, y, label=name, lw=2.2 if name.startswith("FastGRNN") else 1.2,
+                    ls="--" if name == "random" else "-")
+        o = doc["results"][split]["oracle"]
+        ax.scatter([o["large_call_share"] * 100], [o["quality_1to5"]], marker="*", s=120, c="k", label="oracle",
+                   zorder=5)
+        ax.set_xlabel("calls to the large model (%)")
+        ax.set_ylabel("mean quality (1–5)")
+        ax.set_title(f"{split} — {doc['labels']['labels']} labels")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Router cost–quality curve ({doc['label_note']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--labels", choices=("synthetic", "real"), default="synthetic")
+    ap.add_argument("--limit", type=int, default=0, help="about this many questions (whole sessions); 0 = all")
+    ap.add_argument("--per-module", type=int, default=8)
+    ap.add_argument("--embedder", choices=("sentence", "hash"), default="sentence")
+    ap.add_argument("--modules", default="", help="comma-separated stdlib modules (default: oracle.QA_MODULES)")
+    ap.add_argument("--max-tokens", type=int, default=64, help="real labels: answer tokens per oracle run")
+    ap.add_argument("--lam", type=float, default=0.02, help="utility lost per second of latency")
+    ap.add_argument("--mu", type=float, default=0.02, help="utility lost per cost unit")
+    ap.add_argument("--context-bins", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router")
+    ap.add_argument("--work", type=Path, default=ROOT / "results" / "tmp" / "router")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from ruvllm.router.training import TrainConfig, train_from_oracle
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    labelled, info = build_labels(args, args.work)
+    print(f"labels: {info}", file=sys.stderr)
+    report = train_from_oracle(labelled, args.work / "model", TrainConfig(seed=args.seed))
+    print(f"trained in {report.seconds}s", file=sys.stderr)
+    ev = evaluate_all(labelled, args.work / "model", args.seed)
+    note = ("SYNTHETIC labels from oracle.SyntheticOracle's documented cost/quality model over real embeddings "
+            "and real retrieval — not measured on real models" if args.labels == "synthetic"
+            else "REAL labels: every model × context size run through the local GGUF models")
+    doc = {
+        "command": "nice -n 10 .venv/bin/python -m bench.router "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}, "
+        f"numpy {np.__version__}",
+        "labels": info, "label_note": note, "train_report": report.to_dict(), **ev,
+    }
+    (args.out / "router_bench.json").write_text(json.dumps(doc, indent=1, default=_default) + "\n")
+    (args.out / "router_bench.md").write_text(markdown(doc))
+    plot(doc, args.out / "cost_quality.png")
+    print(markdown(doc))
+    return 0
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(type(o).__name__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
