@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -905,7 +906,14 @@ def serve(
         tmp.write_text(str(bound_port))
         tmp.replace(port_file)
     print(f"ruvllm serving on http://{host}:{bound_port} (health: /health, OpenAI base: /v1)", flush=True)
+    # uvicorn re-raises the stop signal once it has shut down gracefully; exit 0 then, since nothing was lost
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     server.run(sockets=[sock])
+
+
+def _exit_cleanly(sig: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def serve_command(
