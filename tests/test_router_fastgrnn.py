@@ -144,3 +144,27 @@ def test_router_protocol_sessions_and_installed_models(tmp_path) -> None:
         router.route(RouteInput("q", 1, 0.0, 0, features=np.zeros(5)))
     with pytest.raises(ModelNotFoundError):
         FastGRNNRouter(params, models=["other"])
+
+
+def test_feature_input_from_search_matches_the_training_construction() -> None:
+    """The orchestrator's helper builds the same FeatureInput the oracle built for training."""
+    from types import SimpleNamespace
+
+    from ruvllm.router.fastgrnn_router import feature_input_from_search
+    from ruvllm.router.features import extract
+    from ruvllm.router.oracle import Retrieval, feature_input_for
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal(384).astype(np.float32)
+    vecs = rng.standard_normal((4, 384)).astype(np.float32)
+    scores = [0.8, 0.7, 0.6, 0.5]
+    hits = [SimpleNamespace(score=s, node=SimpleNamespace(vector=v)) for s, v in zip(scores, vecs, strict=True)]
+    ctx = [SimpleNamespace(hop=d) for d in (0, 0, 0, 1)]
+    fi = feature_input_from_search("What does json.dumps do?", q, hits, ctx, k_requested=8, latency_budget_ms=900.0)
+    ref = feature_input_for("What does json.dumps do?", Retrieval(q, [], [], scores, [0, 0, 0, 1], vecs), k=8)
+    a, b = extract(fi), extract(ref)
+    assert not np.allclose(a, b)  # only the latency budget differs …
+    ref.latency_budget_ms = 900.0
+    assert np.allclose(extract(fi), extract(ref))  # … and with it set, they agree
+    empty = feature_input_from_search("hi", None)
+    assert extract(empty).shape == (128,)

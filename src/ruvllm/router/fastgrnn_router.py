@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,26 @@ from ruvllm.router.fastgrnn import F32, FastGRNNParams
 from ruvllm.router.features import DIM, FeatureInput
 
 MAX_SESSIONS = 4096
+
+
+def feature_input_from_search(
+    question: str, qvec: Any, hits: Sequence[Any] = (), context: Sequence[Any] = (), *, k_requested: int = 8,
+    session_queries: int = 0, **system: Any,
+) -> FeatureInput:
+    """The ``FeatureInput`` the orchestrator passes as ``RouteInput.features``, built the way the
+    training set was (``oracle.feature_input_for``): ``hits`` are the memory's direct hits, best
+    first, each with ``.score`` (cosine) and ``.node.vector``; ``context`` the ranked context items,
+    each with ``.hop`` (0 = direct hit). ``system`` takes the ``FeatureInput`` system fields
+    (latency_budget_ms, device_class, privacy_level, memory_available_mb, battery,
+    concurrent_requests, historical_accuracy)."""
+    vecs = [np.asarray(h.node.vector, dtype=np.float32) for h in hits if getattr(h.node, "vector", None) is not None]
+    return FeatureInput(
+        query=question, n_query_tokens=int(len(question.split()) * 1.3) + 1,
+        embedding=None if qvec is None else np.asarray(qvec, dtype=np.float32),
+        hit_scores=[float(h.score) for h in hits], hit_depths=[int(c.hop) for c in context],
+        hit_vectors=np.stack(vecs) if len(vecs) >= 2 else None,
+        neighbourhood={"k_requested": float(k_requested)}, user_frequency=float(session_queries), **system,
+    )
 
 
 class FastGRNNRouter:
