@@ -166,6 +166,18 @@ def models(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     out.print(table)
 
 
+def _mount_subcommands() -> None:
+    """Commands that live beside the parts they drive: `ruvllm serve`, `ruvllm router ...`."""
+    from ruvllm.router.cli import router_app
+    from ruvllm.server import serve_command
+
+    app.command("serve")(serve_command)
+    app.add_typer(router_app, name="router")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Entry point: run the app, turning ruvllm errors into one line and a non-zero exit."""
     try:
