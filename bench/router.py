@@ -358,7 +358,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{split} — {doc['labels']['labels']} labels")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Router cost–quality curve ({doc['label_note']})", fontsize=10)
+    short = ("SYNTHETIC labels: documented cost/quality model, not measured on real models"
+             if doc["labels"]["labels"] == "synthetic" else "REAL labels: measured on the local GGUF models")
+    fig.suptitle(f"Router cost–quality curve — {short}\n(each router keeps its own context choice; "
+                 "the sweep moves its large-model threshold)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -413,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             "and real retrieval — not measured on real models" if args.labels == "synthetic"
             else "REAL labels: every model × context size run through the local GGUF models")
     doc = {
-        "command": "nice -n 10 .venv/bin/python -m bench.router "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": ("nice -n 10 .venv/bin/python -m bench.router "
+                    + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}, "
         f"numpy {np.__version__}",
