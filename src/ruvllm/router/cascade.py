@@ -1,0 +1,77 @@
+"""Safety around any router: confidence fallback and cascade escalation, as pure decisions.
+
+Two switches (``RouterConfig.confidence_threshold`` and ``RouterConfig.cascade``):
+
+- **fallback**: a decision whose confidence is below the threshold goes to the largest installed
+  model before anything runs (``fallback``);
+- **cascade**: answer with the routed (small) model first; if the answer's check fails — the
+  judge's quality below ``quality_threshold``, or a self-check says it is unsure — answer again
+  with the next larger model, up to ``max_steps`` escalations (``escalate``).
+
+The orchestrator owns the calls to the models and the judge; this module only decides, so it
+can be tested alone and the rules read in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from ruvllm.router.base import Decision
+
+# Phrases with which small models say they do not know; a self-check that needs no extra call.
+UNSURE = re.compile(
+    r"\b(i (do not|don't) know|i'?m not sure|i am not sure|cannot (answer|determine)|no information|"
+    r"not (mentioned|provided) in the context|unable to (answer|find))\b", re.I)
+
+
+@dataclass(frozen=True)
+class CascadePolicy:
+    confidence_threshold: float = 0.5  # below: fall back to the largest model up front
+    cascade: bool = False  # answer small first, escalate on a failed check
+    quality_threshold: float = 0.35  # judged quality in [0, 1] below which the answer fails
+    max_steps: int = 1  # escalations per query
+    self_check: bool = True  # an answer that says it does not know fails too
+
+
+def by_size(models: Sequence[str], sizes: Mapping[str, float]) -> list[str]:
+    return sorted(models, key=lambda m: (sizes.get(m, 0.0), m))
+
+
+def fallback(decision: Decision, installed: Sequence[str], sizes: Mapping[str, float],
+             policy: CascadePolicy) -> Decision:
+    """Low confidence → the largest installed model (the decision's other fields are kept)."""
+    if len(installed) < 2 or decision.confidence >= policy.confidence_threshold:
+        return decision
+    largest = by_size(installed, sizes)[-1]
+    if largest == decision.model:
+        return decision
+    return replace(decision, model=largest, reason=f"low confidence {decision.confidence:.2f} → fallback "
+                                                   f"to {largest} ({decision.reason})")
+
+
+def answer_fails(answer: str, quality: float | None, policy: CascadePolicy) -> str:
+    """Why the answer fails its check ('' when it passes)."""
+    if not answer.strip():
+        return "empty answer"
+    if quality is not None and quality < policy.quality_threshold:
+        return f"judged quality {quality:.2f} < {policy.quality_threshold}"
+    if policy.self_check and UNSURE.search(answer):
+        return "the answer says it does not know"
+    return ""
+
+
+def escalate(decision: Decision, answer: str, quality: float | None, installed: Sequence[str],
+             sizes: Mapping[str, float], policy: CascadePolicy, step: int = 0) -> Decision | None:
+    """With cascade on: the next larger model's decision when the answer fails, else None."""
+    if not policy.cascade or step >= policy.max_steps:
+        return None
+    why = answer_fails(answer, quality, policy)
+    if not why:
+        return None
+    order = by_size(installed, sizes)
+    if decision.model not in order or order.index(decision.model) == len(order) - 1:
+        return None
+    nxt = order[order.index(decision.model) + 1]
+    return replace(decision, model=nxt, reason=f"cascade: {why} → {nxt} ({decision.reason})")

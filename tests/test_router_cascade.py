@@ -1,0 +1,43 @@
+"""Confidence fallback and cascade escalation are pure decisions, each switchable."""
+
+from __future__ import annotations
+
+from ruvllm.router.base import Decision
+from ruvllm.router.cascade import CascadePolicy, answer_fails, escalate, fallback
+
+SIZES = {"small": 270.0, "mid": 350.0, "large": 500.0}
+ALL = ["large", "small", "mid"]
+
+
+def d(model: str, conf: float = 0.9) -> Decision:
+    return Decision(model, 512, 0.0, 1.0, conf, reason="r")
+
+
+def test_fallback_on_low_confidence_only() -> None:
+    p = CascadePolicy(confidence_threshold=0.6)
+    assert fallback(d("small", 0.9), ALL, SIZES, p).model == "small"
+    low = fallback(d("small", 0.4), ALL, SIZES, p)
+    assert low.model == "large" and "fallback" in low.reason and low.context_tokens == 512
+    assert fallback(d("small", 0.4), ["small"], SIZES, p).model == "small"  # nothing to fall back to
+    assert fallback(d("small", 0.4), ALL, SIZES, CascadePolicy(confidence_threshold=0.0)).model == "small"
+
+
+def test_cascade_escalates_one_size_up_on_a_failed_check() -> None:
+    on = CascadePolicy(cascade=True, quality_threshold=0.4, max_steps=2)
+    assert escalate(d("small"), "json.dumps serialises an object.", 0.8, ALL, SIZES, on) is None
+    nxt = escalate(d("small"), "json.dumps serialises an object.", 0.1, ALL, SIZES, on)
+    assert nxt is not None and nxt.model == "mid" and "cascade" in nxt.reason
+    again = escalate(nxt, "I don't know.", None, ALL, SIZES, on, step=1)
+    assert again is not None and again.model == "large"
+    assert escalate(again, "I don't know.", None, ALL, SIZES, on, step=1) is None  # already the largest
+    assert escalate(d("small"), "I don't know.", None, ALL, SIZES, on, step=2) is None  # out of steps
+    assert escalate(d("small"), "", 0.0, ALL, SIZES, CascadePolicy(cascade=False)) is None  # switched off
+
+
+def test_answer_checks() -> None:
+    p = CascadePolicy(quality_threshold=0.3)
+    assert answer_fails("", 0.9, p) == "empty answer"
+    assert "quality" in answer_fails("text", 0.1, p)
+    assert "does not know" in answer_fails("Sorry, I'm not sure about that.", None, p)
+    assert answer_fails("Sorry, I'm not sure.", None, CascadePolicy(self_check=False)) == ""
+    assert answer_fails("Use json.dumps(obj).", 0.9, p) == ""
