@@ -144,8 +144,12 @@ def update_from_stats(stats: Mapping[str, Any]) -> None:
     memory = stats.get("memory")
     if isinstance(memory, Mapping):
         for name, value in memory.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _is_number(value):
                 MEMORY_STAT.labels(name=str(name)).set(float(value))
+            elif isinstance(value, Mapping):  # one level down: cache.hits, index.ef_search, ...
+                for sub, v in value.items():
+                    if _is_number(v):
+                        MEMORY_STAT.labels(name=f"{name}.{sub}").set(float(v))
         for key in ("nodes", "count", "n_nodes"):
             if isinstance(memory.get(key), int):
                 MEMORY_NODES.set(memory[key])
@@ -157,6 +161,10 @@ def update_from_stats(stats: Mapping[str, Any]) -> None:
             fill = float(learning["replay_size"]) / float(learning["replay_capacity"])
         if isinstance(fill, (int, float)):
             REPLAY_FILL.set(float(fill))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def set_memory_nodes(n: int) -> None:
