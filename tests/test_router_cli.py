@@ -103,3 +103,14 @@ def test_real_labels_through_given_generators(tmp_path: Path) -> None:
     run = build_labels(cfg, tmp_path, generators=gens, params_b={"small": 0.27, "large": 0.5})
     assert run.path.name == "labelled_real.jsonl" and run.info["models"] == ["small", "large"]
     assert all(r.label_source == "real" and len(r.answers) == 2 for r in run.records)
+
+
+def test_default_out_is_inside_a_proper_data_dir(tmp_path: Path) -> None:
+    from ruvllm.datadir import open_data_dir
+
+    data = tmp_path / "data"
+    res = CliRunner().invoke(router_app, ["train", *TINY, "--epochs", "2", "--limit", "40", "--data-dir", str(data)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (data / "router" / "router.npz").exists()
+    open_data_dir(data)  # still a ruvllm data dir: `ruvllm ask --data-dir` will accept it

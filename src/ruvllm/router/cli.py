@@ -38,12 +38,14 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
-def _default_out(data_dir: Path | None) -> Path:
-    if data_dir is not None:
-        return data_dir / "router"
+def _default_out(data_dir: Path | None, config: Path | None) -> Path:
+    """<data dir>/router, opening (and, when new, marking) the data dir the way every command does,
+    so a router trained first does not make the folder look foreign to ``ruvllm ask`` later."""
     from ruvllm.config import Config
+    from ruvllm.datadir import open_data_dir
 
-    return Config.load().data_path / "router"
+    path = data_dir if data_dir is not None else Config.load(config).data_path
+    return open_data_dir(path) / "router"
 
 
 @router_app.command()
@@ -73,6 +75,8 @@ def train(
     sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for the split, the sessions and training.")] = 0,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A TOML config (models, paths) for real labels.")]
+    = None,
 ) -> None:
     """Labelled set → oracle runs → training → compression → saved router (one reproducible command)."""
     from ruvllm.router import pipeline
@@ -84,7 +88,7 @@ def train(
         raise InvalidInputError(f"--hidden must be in [16, 64], got {hidden}")
     if not 0.0 <= sparsity < 1.0:
         raise InvalidInputError(f"--sparsity must be in [0, 1), got {sparsity}")
-    dest = out_dir or _default_out(data_dir)
+    dest = out_dir or _default_out(data_dir, config)
     dest.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {}
     if labelled is None:
@@ -106,7 +110,12 @@ def train(
             err.print(f"oracle {i}/{n}", highlight=False)
 
         err.print(f"phase 1: {labels} oracle labels …", highlight=False)
-        run = pipeline.build_labels(cfg, dest, progress=progress if labels == "real" else None)
+        gens: dict[str, Any] | None = None
+        sizes_b: dict[str, float] | None = None
+        if labels == "real":
+            gens, sizes_b = pipeline.real_generators(cfg.models if models else (), config=config)
+        run = pipeline.build_labels(cfg, dest, generators=gens, params_b=sizes_b,
+                                    progress=progress if labels == "real" else None)
         labelled, info = run.path, run.info
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
     tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),

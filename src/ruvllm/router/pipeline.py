@@ -134,19 +134,21 @@ def select_items(cfg: PipelineConfig) -> list[QAItem]:
     return items
 
 
-def real_generators(models: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, float]]:
-    """Load the configured (or named), installed GGUF models through ``ruvllm.llm``."""
+def real_generators(models: Sequence[str] = (), *, config: Path | None = None
+                    ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Load the configured (or named), installed GGUF models through ``ruvllm.llm``
+    (``config``: a TOML file; else the defaults and RUVLLM_* environment)."""
     from ruvllm.config import Config
     from ruvllm.llm import ModelPool, Registry
 
-    config = Config.load()
-    registry = Registry(config.models_path, extra=config.llm.paths)
-    wanted = list(models) or list(config.llm.models)
+    cfg = Config.load(config)
+    registry = Registry(cfg.models_path, extra=cfg.llm.paths)
+    wanted = list(models) or list(cfg.llm.models)
     installed = [m for m in wanted if registry.is_installed(m)]
     if not installed:
         raise ModelNotFoundError(f"none of {wanted} is installed: real oracle labels need the GGUF models "
                                  "(see `ruvllm models`), or use --labels synthetic")
-    pool = ModelPool(registry, config.llm)
+    pool = ModelPool(registry, cfg.llm)
     gens = {m: pool.get(m) for m in installed}
     params_b = {m: float(registry.spec(m).params_m) / 1000.0 for m in installed}
     return gens, params_b
