@@ -655,13 +655,14 @@ def create_app(
         rv = state.require_ready()
         if body.model not in (EMBEDDING_MODEL, ROUTER_MODEL):
             raise ModelNotFoundError(f"embedding model {body.model!r} does not exist; use {EMBEDDING_MODEL!r}")
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not texts or not all(isinstance(t, str) for t in texts):
+        raw = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not raw or not all(isinstance(t, str) for t in raw):
             raise InvalidInputError("input must be a non-empty string or a list of strings (token ids are not "
                                     "supported)")
+        texts: list[str] = [str(t) for t in raw]
         if len(texts) > MAX_EMBED_INPUTS:
             raise InvalidInputError(f"at most {MAX_EMBED_INPUTS} inputs per request, got {len(texts)}")
-        if any(not t.strip() for t in texts):  # type: ignore[union-attr]
+        if any(not t.strip() for t in texts):
             raise InvalidInputError("inputs must not be empty strings")
         dim = int(state.config.memory.dim)
         if body.dimensions is not None and body.dimensions != dim:
@@ -673,7 +674,7 @@ def create_app(
             emb: Any = (base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
                         if body.encoding_format == "base64" else [float(x) for x in vec])
             data.append({"object": "embedding", "index": i, "embedding": emb})
-        n_tokens = sum(len(t.split()) for t in texts)  # type: ignore[union-attr]
+        n_tokens = sum(len(t.split()) for t in texts)
         return JSONResponse({"object": "list", "data": data, "model": EMBEDDING_MODEL,
                              "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
 
@@ -848,8 +849,8 @@ async def _stream_chat(
                     metrics.observe_response(resp)
                     yield chunk({}, "stop", ruvllm=_extension(resp))
                     if include_usage:
-                        tail = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                "choices": [], "usage": _usage(resp)}
+                        tail: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                                "model": model, "choices": [], "usage": _usage(resp)}
                         yield f"data: {json.dumps(tail)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
