@@ -179,3 +179,21 @@ def test_auto_params_follow_the_table(tmp_path: Path, data: np.ndarray) -> None:
         expected = hnsw_params_for(0)
         assert (info["m"], info["ef_construction"], info["ef_search"]) == (
             expected.m, expected.ef_construction, expected.ef_search)
+
+
+def test_node_cache_serves_hot_nodes_and_follows_writes(tmp_path: Path, data: np.ndarray) -> None:
+    with Memory.open(tmp_path / "m", dim=DIM, cache_size=0, node_cache=100) as mem:
+        nodes = fill(mem, data[:300])
+        first = mem.search(data[0], k=5)
+        again = mem.search(data[0], k=5)
+        assert [h.node.id for h in first] == [h.node.id for h in again]
+        assert mem.stats()["node_cache"]["hits"] == 5
+        with pytest.raises(ValueError):
+            again[0].node.vector[0] = 1.0  # shared with the cache: read-only
+        top = first[0].node.id
+        mem.update(top, text="changed")
+        assert mem.search(data[0], k=1)[0].node.text == "changed"
+        mem.delete(top)
+        assert top not in {h.node.id for h in mem.search(data[0], k=5)}
+        mine = mem.get(nodes[1].id)
+        mine.vector[0] = 0.0  # get() returns a private, writable copy

@@ -35,7 +35,8 @@ from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
 from ruvllm.memory.store import Filter, Store
 
 __all__ = [
-    "Expanded", "Filter", "Hit", "Memory", "NeighbourhoodStats", "Store", "WriteBack", "WriteResult",
+    "Expanded", "Filter", "Hit", "Memory", "NeighbourhoodStats", "NodeCache", "QueryCache", "Store", "WriteBack",
+    "WriteResult",
 ]
 
 log = logging.getLogger("ruvllm.memory")
@@ -101,6 +102,65 @@ class QueryCache:
                 "misses": self.misses, "hit_rate": round(self.hits / total, 4) if total else 0.0}
 
 
+class NodeCache:
+    """LRU of recently returned nodes by index label, so hot nodes skip SQLite on the search path.
+
+    Nodes it hands out are shared: treat a searched node as read-only (its vector is marked
+    read-only); ``get`` returns a private copy. ``update``/``delete`` evict the node."""
+
+    def __init__(self, size: int):
+        self.size = max(0, int(size))
+        self._data: OrderedDict[int, Node] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.generation = 0  # bumped by evict/clear: a fetch that raced with a write is not cached
+
+    def get_many(self, labels: list[int]) -> tuple[dict[int, Node], list[int], int]:
+        found: dict[int, Node] = {}
+        missing: list[int] = []
+        if self.size == 0:
+            return found, labels, self.generation
+        with self._lock:
+            for lb in labels:
+                node = self._data.get(lb)
+                if node is None:
+                    missing.append(lb)
+                else:
+                    self._data.move_to_end(lb)
+                    found[lb] = node
+            self.hits += len(found)
+            self.misses += len(missing)
+            return found, missing, self.generation
+
+    def put_many(self, nodes: dict[int, Node], generation: int) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            for lb, node in nodes.items():
+                node.vector.flags.writeable = False
+                self._data[lb] = node
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def evict(self, label: int) -> None:
+        with self._lock:
+            self.generation += 1
+            self._data.pop(label, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._data.clear()
+
+    def info(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {"entries": len(self._data), "capacity": self.size, "hits": self.hits, "misses": self.misses,
+                "hit_rate": round(self.hits / total, 4) if total else 0.0}
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
@@ -119,13 +179,14 @@ class Memory:
     """Nodes, edges and vectors: the durable store plus the ANN index and the graph."""
 
     def __init__(self, path: Path, store: Store, index: HnswIndex, *, auto_params: bool, cache: QueryCache,
-                 index_status: dict[str, Any]):
+                 index_status: dict[str, Any], node_cache: int = 0):
         self.path = path
         self.dim = store.dim
         self.store = store
         self.index = index
         self.auto_params = auto_params
         self._cache = cache
+        self._nodes_cache = NodeCache(node_cache)
         self._wlock = threading.RLock()
         self._count = store.count()
         self._loaded_seq = store.seq() if index_status.get("action") == "loaded" else -1
@@ -145,8 +206,13 @@ class Memory:
         cache_ttl_s: float = 300.0,
         *,
         synchronous: str = "FULL",
+        node_cache: int = 10_000,
     ) -> Memory:
-        """Open (or create) the memory in directory ``path``; rebuild the index if it is not usable."""
+        """Open (or create) the memory in directory ``path``; rebuild the index if it is not usable.
+
+        ``cache_size``/``cache_ttl_s``: the LRU of whole search results (cleared on every write);
+        ``node_cache``: how many recently returned nodes stay in RAM (0 = always read SQLite);
+        ``synchronous``: SQLite's FULL (default, survives power loss) or NORMAL (survives kill -9)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
         path = Path(path)
@@ -171,7 +237,7 @@ class Memory:
             store.close()
             raise
         return cls(path, store, index, auto_params=auto_params, cache=QueryCache(cache_size, cache_ttl_s),
-                   index_status=status)
+                   index_status=status, node_cache=node_cache)
 
     @staticmethod
     def _rebuild(store: Store, params: HnswParams, count: int) -> HnswIndex:
@@ -186,6 +252,7 @@ class Memory:
             self._check_open()
             params = hnsw_params_for(self._count) if self.auto_params else self.index.params
             self.index = self._rebuild(self.store, params, self._count)
+            self._nodes_cache.clear()
             self._loaded_seq = -1
             self._cache.invalidate()
 
@@ -306,6 +373,7 @@ class Memory:
             new.metadata.timestamp = time.time()
             self._check_node(new)
             label = self.store.update(new, old)
+            self._nodes_cache.evict(label)
             if vector is not None:
                 self.index.add(np.array([label], np.int64), new.vector[None, :])
             self._cache.invalidate()
@@ -316,6 +384,7 @@ class Memory:
         with self._wlock:
             self._check_open()
             label = self.store.delete(node_id)
+            self._nodes_cache.evict(label)
             self._count -= 1
             self.index.delete(label)
             self._cache.invalidate()
@@ -395,8 +464,16 @@ class Memory:
         self._cache.put(key, hits, gen)
         return hits
 
+    def _nodes(self, labels: list[int]) -> dict[int, Node]:
+        nodes, missing, gen = self._nodes_cache.get_many(labels)
+        if missing:
+            fetched = self.store.by_labels(missing)
+            self._nodes_cache.put_many(fetched, gen)
+            nodes.update(fetched)
+        return nodes
+
     def _hits(self, labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]) -> list[Hit]:
-        nodes = self.store.by_labels(labels.tolist())
+        nodes = self._nodes(labels.tolist())
         return [Hit(nodes[lb], float(s)) for lb, s in zip(labels.tolist(), scores.tolist(), strict=True)
                 if lb in nodes]
 
@@ -429,7 +506,7 @@ class Memory:
         if len(qs) == 0:
             return []
         labels, scores = self.index.search(qs, k, ef, num_threads=-1)  # (n, k), (n, k)
-        nodes = self.store.by_labels(np.unique(labels).tolist())
+        nodes = self._nodes(np.unique(labels).tolist())
         return [[Hit(nodes[lb], float(s)) for lb, s in zip(row_l.tolist(), row_s.tolist(), strict=True)
                  if lb in nodes] for row_l, row_s in zip(labels, scores, strict=True)]
 
@@ -459,6 +536,7 @@ class Memory:
         out: dict[str, Any] = {"path": str(self.path), "dim": self.dim, **self.store.counts()}
         out["index"] = {**self.index.info(), "auto_params": self.auto_params, "on_open": dict(self._index_status)}
         out["cache"] = self._cache.info()
+        out["node_cache"] = self._nodes_cache.info()
         out["durability"] = {"journal_mode": "WAL", "synchronous": self.store.synchronous}
         for name, provider in self._stats_providers.items():
             out[name] = provider()

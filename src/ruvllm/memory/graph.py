@@ -18,6 +18,7 @@ from ruvllm.memory.schema import EdgeType, Node
 from ruvllm.memory.store import Store
 
 MAX_HOPS = 6
+_REL = {t.value: t for t in EdgeType}
 
 
 @dataclass
@@ -86,12 +87,12 @@ def expand(
             break
         best: dict[str, tuple[float, str, EdgeType]] = {}
         in_frontier = set(frontier)
-        for e in store.edges_touching(frontier, min_weight, rel_names):
-            for a, b in ((e.src, e.dst), (e.dst, e.src)):
+        for src, dst, rel, weight in store.links(frontier, min_weight, rel_names):
+            for a, b in ((src, dst), (dst, src)):
                 if a in in_frontier and b not in seen:
-                    w = path_w[a] * e.weight
+                    w = path_w[a] * weight
                     if b not in best or w > best[b][0]:
-                        best[b] = (w, a, e.rel)
+                        best[b] = (w, a, _REL[rel])
         ordered = sorted(best.items(), key=lambda kv: -kv[1][0])
         for nid, (w, via, rel) in ordered:
             seen.add(nid)

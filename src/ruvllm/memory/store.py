@@ -44,6 +44,7 @@ SCHEMA_NAME = "ruvllm.memory"
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x7275766C  # "ruvl": marks the file as ours (PRAGMA application_id)
 SQLITE_MAGIC = b"SQLite format 3\x00"
+MMAP_BYTES = 1 << 30  # address space, not memory: pages are shared with the OS page cache
 MAX_SQL_VARS = 900  # stay well below SQLite's limit on bound parameters per statement
 
 _NODE_COLS = "label, id, type, text, source, timestamp, tags, domain, version, confidence, vector"
@@ -162,13 +163,37 @@ def blob_vec(blob: bytes) -> npt.NDArray[np.float32]:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
+_NODE_TYPES = {t.value: t for t in NodeType}
+
+
+def _tags(raw: str) -> list[str]:
+    return [] if raw == "[]" else list(json.loads(raw))
+
+
 def row_node(row: NodeRow) -> Node:
     """A ``nodes`` row (``_NODE_COLS`` order) → ``Node``."""
     _, nid, typ, text, source, ts, tags, domain, version, conf, blob = row
     return Node(
-        text=text, vector=blob_vec(blob), type=NodeType(typ), source=source, id=nid,
-        metadata=NodeMetadata(timestamp=ts, tags=json.loads(tags), domain=domain, version=version, confidence=conf),
+        text=text, vector=blob_vec(blob), type=_NODE_TYPES[typ], source=source, id=nid,
+        metadata=NodeMetadata(timestamp=ts, tags=_tags(tags), domain=domain, version=version, confidence=conf),
     )
+
+
+def rows_nodes(rows: Sequence[NodeRow], dim: int) -> list[Node]:
+    """Many rows at once: one allocation for all the vectors (each node's vector is a row of it)."""
+    if not rows:
+        return []
+    vecs = np.frombuffer(b"".join(r[10] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32)
+    out = []
+    new_node, new_meta = Node.__new__, NodeMetadata.__new__
+    for row, vec in zip(rows, vecs, strict=True):
+        md = new_meta(NodeMetadata)
+        md.timestamp, md.tags, md.domain, md.version, md.confidence = row[5], _tags(row[6]), row[7], row[8], row[9]
+        node = new_node(Node)
+        node.id, node.type, node.text, node.source = row[1], _NODE_TYPES[row[2]], row[3], row[4]
+        node.vector, node.metadata = vec, md
+        out.append(node)
+    return out
 
 
 def row_edge(row: tuple[Any, ...]) -> Edge:
@@ -222,6 +247,7 @@ class Store:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # reads straight from the page cache, no copies
         except sqlite3.DatabaseError as exc:
             raise StoreCorruptError(f"{self.path} cannot be opened as a SQLite database ({exc}); "
                                     "it was left untouched") from None
@@ -435,8 +461,9 @@ class Store:
         r = self._r()
         for part in _chunks(list(dict.fromkeys(node_ids))):
             q = f"SELECT {_NODE_COLS} FROM nodes WHERE id IN ({','.join('?' * len(part))})"
-            for row in r.execute(q, tuple(part)):
-                out[row[1]] = row_node(row)
+            rows = r.execute(q, tuple(part)).fetchall()
+            for row, node in zip(rows, rows_nodes(rows, self.dim), strict=True):
+                out[row[1]] = node
         return out
 
     def by_labels(self, labels: Sequence[int]) -> dict[int, Node]:
@@ -444,8 +471,9 @@ class Store:
         r = self._r()
         for part in _chunks(list(labels)):
             q = f"SELECT {_NODE_COLS} FROM nodes WHERE label IN ({','.join('?' * len(part))})"
-            for row in r.execute(q, tuple(part)):
-                out[int(row[0])] = row_node(row)
+            rows = r.execute(q, tuple(part)).fetchall()
+            for row, node in zip(rows, rows_nodes(rows, self.dim), strict=True):
+                out[row[0]] = node
         return out
 
     def label_of(self, node_id: str) -> int | None:
@@ -499,16 +527,26 @@ class Store:
     def edges_touching(self, node_ids: Sequence[str], min_weight: float = 0.0,
                        rels: Sequence[str] | None = None) -> list[Edge]:
         """Edges with either end in ``node_ids`` (weight >= min_weight, rel in rels)."""
-        out: dict[str, Edge] = {}
+        return [row_edge(row) for row in self._edge_rows(node_ids, _EDGE_COLS, min_weight, rels)]
+
+    def links(self, node_ids: Sequence[str], min_weight: float = 0.0,
+              rels: Sequence[str] | None = None) -> list[tuple[str, str, str, float]]:
+        """(src, dst, rel, weight) of the edges touching ``node_ids``: the graph walk's hot path."""
+        return [(r[1], r[2], r[3], r[4]) for r in self._edge_rows(node_ids, "id, src, dst, rel, weight",
+                                                                  min_weight, rels)]
+
+    def _edge_rows(self, node_ids: Sequence[str], cols: str, min_weight: float,
+                   rels: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        out: dict[str, tuple[Any, ...]] = {}
         r = self._r()
         rel_sql = f" AND rel IN ({','.join('?' * len(rels))})" if rels else ""
+        extra = tuple(rels) if rels else ()
         for part in _chunks(list(node_ids), MAX_SQL_VARS // 2):
             marks = ",".join("?" * len(part))
-            extra = tuple(rels) if rels else ()
-            q = (f"SELECT {_EDGE_COLS} FROM edges WHERE src IN ({marks}) AND weight >= ?{rel_sql} UNION "
-                 f"SELECT {_EDGE_COLS} FROM edges WHERE dst IN ({marks}) AND weight >= ?{rel_sql}")
+            q = (f"SELECT {cols} FROM edges WHERE src IN ({marks}) AND weight >= ?{rel_sql} UNION ALL "
+                 f"SELECT {cols} FROM edges WHERE dst IN ({marks}) AND weight >= ?{rel_sql}")
             for row in r.execute(q, (*part, min_weight, *extra, *part, min_weight, *extra)):
-                out[row[0]] = row_edge(row)
+                out[row[0]] = row
         return list(out.values())
 
     def edges_among(self, node_ids: Sequence[str]) -> list[Edge]:

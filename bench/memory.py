@@ -1,0 +1,479 @@
+"""Memory benchmark: ruvllm ``Memory`` against the raw ANN libraries and exact numpy, one run.
+
+    nice -n 10 .venv/bin/python -m bench.memory --n 100000 --dim 384     # the recorded run
+    nice -n 10 .venv/bin/python -m bench.memory --n 20000 --dim 384      # a couple of minutes
+
+Data: clustered synthetic embeddings (``--clusters`` Gaussian clusters, ``--spread`` noise
+around each centre, unit-normalised), ``--queries`` held-out queries from the same
+distribution, exact top-64 by numpy as ground truth. Every engine is built with the same
+HNSW parameters (M=32, efConstruction=200, efSearch=64 unless given) and runs in its own
+subprocess, so build time and RSS are measured in isolation:
+
+- ``ruvllm``   ``Memory.add_many`` in batches (SQLite WAL, synchronous=FULL, then hnswlib),
+               ``Memory.search`` (validation + index + node rows from SQLite), cache off;
+               plus 2-hop ``expand`` latency, durable insert throughput, index save/load/rebuild
+- ``hnswlib``  the raw library (cosine) — the reference for the overhead ratio
+- ``faiss-hnsw``, ``faiss-hnsw-sq8``  faiss IndexHNSWFlat / IndexHNSWSQ (8-bit), inner product
+- ``usearch``  usearch Index (cos, f32), if importable
+- ``numpy``    exact search (one matmul per query)
+
+Writes bench/results/memory.json and bench/results/memory.md (``--out`` to change). Single
+queries run one at a time on one thread (the latency a request sees); builds use all cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ("ruvllm", "hnswlib", "faiss-hnsw", "faiss-hnsw-sq8", "usearch", "numpy")
+WARMUP = 20
+
+
+# ----------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------
+
+
+def make_data(n: int, nq: int, dim: int, clusters: int, spread: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Clustered unit vectors: base (n, dim), queries (nq, dim), cluster ids of base (n,)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)  # (c, dim)
+    sizes = rng.zipf(1.6, clusters).astype(np.float64)
+    p = np.minimum(sizes, 50) / np.minimum(sizes, 50).sum()  # uneven but bounded cluster sizes
+
+    def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
+        cid = rng.choice(clusters, size=m, p=p)
+        x = np.empty((m, dim), np.float32)
+        for s in range(0, m, 50_000):
+            part = cid[s : s + 50_000]
+            x[s : s + len(part)] = centres[part] + spread * rng.normal(size=(len(part), dim)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x, cid
+
+    base, cid = draw(n)
+    queries, _ = draw(nq)
+    return base, queries, cid
+
+
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), 256):
+        sims = queries[s : s + 256] @ base.T  # (b, n)
+        part = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1)
+        out[s : s + 256] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# measuring
+# ----------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def latencies(fn: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[list[float], list[Any]]:
+    for q in queries[:WARMUP]:
+        fn(q)
+    times, results = [], []
+    for q in queries:
+        t0 = time.perf_counter_ns()
+        r = fn(q)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        results.append(r)
+    return times, results
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    a = np.asarray(times)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 4), "p99_ms": round(float(np.percentile(a, 99)), 4),
+            "mean_ms": round(float(a.mean()), 4)}
+
+
+def recall_at(found: list[np.ndarray], truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth,
+                                                                                              strict=True)]))
+
+
+# ----------------------------------------------------------------------------------------
+# engines (each runs in its own process: ``--child ENGINE --work DIR``)
+# ----------------------------------------------------------------------------------------
+
+
+def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    base = np.load(work / "base.npy")
+    queries = np.load(work / "queries.npy")
+    truth = np.load(work / "truth.npy")
+    m, efc, efs = cfg["m"], cfg["ef_construction"], cfg["ef_search"]
+    n, dim = base.shape
+    threads = os.cpu_count() or 1
+    out: dict[str, Any] = {"engine": engine}
+    rss0 = rss_mb()
+    search: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+
+    if engine == "numpy":
+        out["build_s"] = 0.0
+
+        def exact(q: np.ndarray, k: int) -> np.ndarray:
+            sims = base @ q  # (n,)
+            top = np.argpartition(-sims, k)[:k]
+            return top[np.argsort(-sims[top])]
+
+        for k in (10, 64):
+            search[k] = lambda q, k=k: exact(q, k)
+        queries = queries[: min(len(queries), 200 if n > 50_000 else len(queries))]  # slow: a sample
+        truth = truth[: len(queries)]
+
+    elif engine == "hnswlib":
+        import hnswlib
+
+        idx = hnswlib.Index(space="cosine", dim=dim)
+        t0 = time.perf_counter()
+        idx.init_index(max_elements=n, M=m, ef_construction=efc)
+        idx.add_items(base, np.arange(n), num_threads=threads)
+        out["build_s"] = time.perf_counter() - t0
+        idx.set_ef(efs)
+        for k in (10, 64):
+            search[k] = lambda q, k=k: idx.knn_query(q, k=k, num_threads=1)[0][0]
+        out["version"] = "hnswlib 0.8.0"
+
+    elif engine in ("faiss-hnsw", "faiss-hnsw-sq8"):
+        import faiss
+
+        if engine == "faiss-hnsw":
+            fidx = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            fidx = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+        fidx.hnsw.efConstruction = efc
+        faiss.omp_set_num_threads(threads)
+        t0 = time.perf_counter()
+        if not fidx.is_trained:
+            fidx.train(base[: min(n, 100_000)])
+        fidx.add(base)
+        out["build_s"] = time.perf_counter() - t0
+        fidx.hnsw.efSearch = efs
+        faiss.omp_set_num_threads(1)
+        for k in (10, 64):
+            search[k] = lambda q, k=k: fidx.search(q[None, :], k)[1][0]
+        out["version"] = f"faiss {faiss.__version__}"
+
+    elif engine == "usearch":
+        from usearch.index import Index
+
+        uidx = Index(ndim=dim, metric="cos", dtype="f32", connectivity=m, expansion_add=efc, expansion_search=efs)
+        t0 = time.perf_counter()
+        uidx.add(np.arange(n), base, threads=threads)
+        out["build_s"] = time.perf_counter() - t0
+        for k in (10, 64):
+            search[k] = lambda q, k=k: uidx.search(q, k, threads=1).keys
+        import usearch
+
+        out["version"] = f"usearch {usearch.__version__}"
+
+    elif engine == "ruvllm":
+        out.update(run_ruvllm(base, queries, truth, work, cfg, search))
+
+    else:
+        raise SystemExit(f"unknown engine {engine}")
+
+    out["rss_mb"] = round(rss_mb() - rss0, 1)
+    out["rss_mb_per_million"] = round(out["rss_mb"] / n * 1e6, 1)
+    for k in (10, 64):
+        times, found = latencies(search[k], queries)
+        out[f"k{k}"] = summary(times)
+        if k == 10:
+            out["recall@10"] = round(recall_at([np.asarray(f) for f in found], truth, 10), 4)
+        else:
+            out["recall@64"] = round(recall_at([np.asarray(f) for f in found], truth, 64), 4)
+    out["queries_timed"] = len(queries)
+    if "build_s" in out:
+        out["build_s"] = round(out["build_s"], 2)
+    return out
+
+
+def run_ruvllm(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, cfg: dict[str, Any],
+               search: dict[int, Callable[[np.ndarray], np.ndarray]]) -> dict[str, Any]:
+    from ruvllm.config import HnswParams
+    from ruvllm.memory import Memory, QueryCache
+    from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType
+
+    n, dim = base.shape
+    cid = np.load(work / "cid.npy")
+    rng = np.random.default_rng(1)
+    path = work / "ruvllm-mem"
+    params = HnswParams(cfg["m"], cfg["ef_construction"], cfg["ef_search"])
+    res: dict[str, Any] = {"version": "ruvllm Memory (SQLite WAL synchronous=FULL + hnswlib 0.8.0)"}
+    mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+    ids: list[str] = []
+    batch = 10_000
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        nodes = [Node(text=f"synthetic node {i} of cluster {cid[i]}", vector=base[i], type=NodeType.DOCUMENT,
+                      source="bench", metadata=NodeMetadata(domain=f"c{cid[i] % 16}"))
+                 for i in range(s, min(n, s + batch))]
+        mem.add_many(nodes)
+        ids.extend(x.id for x in nodes)
+    res["build_s"] = time.perf_counter() - t0
+    # the graph: each node → 2 random members of its cluster (SameTopic) + the previous member (Follows)
+    t0 = time.perf_counter()
+    by_cluster: dict[int, list[int]] = {}
+    for i, c in enumerate(cid.tolist()):
+        by_cluster.setdefault(c, []).append(i)
+    edges: list[Edge] = []
+    md = EdgeMetadata(created_by="bench")
+    for members in by_cluster.values():
+        arr = np.asarray(members)
+        for j, i in enumerate(members):
+            if j:
+                edges.append(Edge(ids[i], ids[members[j - 1]], EdgeType.FOLLOWS, 0.9, metadata=md))
+            if len(arr) > 2:
+                for o in rng.choice(arr, size=2, replace=False).tolist():
+                    if o != i:
+                        edges.append(Edge(ids[i], ids[o], EdgeType.SAME_TOPIC, float(rng.uniform(0.2, 1.0)),
+                                          metadata=md))
+    for s in range(0, len(edges), 50_000):
+        mem.add_many([], edges[s : s + 50_000])
+    res["graph_build_s"] = round(time.perf_counter() - t0, 2)
+    res["edges"] = mem.stats()["edges"]
+    pos = {nid: i for i, nid in enumerate(ids)}
+
+    for k in (10, 64):
+        search[k] = lambda q, k=k: np.fromiter((pos.get(h.node.id, -1) for h in mem.search(q, k)), np.int64)
+    # the service's overhead measured fairly on a loaded machine: raw hnswlib on the very same index and
+    # Memory.search, interleaved query by query so both see the same background load
+    raw = mem.index._idx
+    for k in (10, 64):
+        t_raw, t_mem = [], []
+        for q in queries[:WARMUP]:
+            raw.knn_query(q, k=k, num_threads=1)
+            mem.search(q, k)
+        for q in queries:
+            raw.set_ef(cfg["ef_search"])
+            t0n = time.perf_counter_ns()
+            raw.knn_query(q, k=k, num_threads=1)
+            t1n = time.perf_counter_ns()
+            mem.search(q, k)
+            t2n = time.perf_counter_ns()
+            t_raw.append((t1n - t0n) / 1e6)
+            t_mem.append((t2n - t1n) / 1e6)
+        res[f"interleaved_k{k}"] = {"raw_hnswlib": summary(t_raw), "memory_search": summary(t_mem),
+                                    "p50_ratio": round(float(np.median(t_mem) / np.median(t_raw)), 3)}
+    # 2-hop expansion from the top-8 hits, as the orchestrator does (min weight 0.1, at most 32 nodes)
+    seeds = [[h.node.id for h in mem.search(q, 8)] for q in queries[:300]]
+    for name, limit in (("expand_2hop_limit32", 32), ("expand_2hop_limit256", 256)):
+        times = []
+        sizes = []
+        for sd in seeds:
+            t0n = time.perf_counter_ns()
+            got = mem.expand(sd, hops=2, min_weight=0.1, limit=limit)
+            times.append((time.perf_counter_ns() - t0n) / 1e6)
+            sizes.append(len(got))
+        res[name] = {**summary(times), "mean_nodes": round(float(np.mean(sizes)), 1)}
+    # repeated queries through the LRU cache
+    mem._cache = QueryCache(1024, 300.0)
+    for q in queries[:200]:
+        mem.search(q, 10)
+    cached, _ = latencies(lambda q: mem.search(q, 10), queries[:200])
+    res["cached_k10"] = summary(cached)
+    mem._cache = QueryCache(0, 0.0)
+    # durable inserts: each add() is its own fsynced transaction; add_many batches share one
+    # (into a second, scratch memory, so the searched corpus stays exactly the benchmark's)
+    extra = rng.normal(size=(2600, dim)).astype(np.float32)
+    with Memory.open(work / "ruvllm-inserts", dim=dim, params=params, cache_size=0) as scratch:
+        scratch.add_many([Node(text="seed", vector=v) for v in base[:5000]])
+        t0 = time.perf_counter()
+        for v in extra[:300]:
+            scratch.add(Node(text="insert", vector=v))
+        single = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for s in range(300, 2600, 256):
+            scratch.add_many([Node(text="insert", vector=v) for v in extra[s : s + 256]])
+        batched = time.perf_counter() - t0
+    res["insert_single_per_s"] = round(300 / single, 1)
+    res["insert_batch256_per_s"] = round(2300 / batched, 1)
+    # shutdown and the next start: save, load, and a rebuild as after a crash
+    t0 = time.perf_counter()
+    mem.close()
+    res["close_save_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+    res["open_load_s"] = round(time.perf_counter() - t0, 2)
+    assert mem.stats()["index"]["on_open"]["action"] == "loaded"
+    mem.close()
+    if n <= 200_000:
+        (path / "index.json").unlink()
+        t0 = time.perf_counter()
+        mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+        res["open_rebuild_s"] = round(time.perf_counter() - t0, 2)
+    else:
+        mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+    res["db_mb"] = round(sum(p.stat().st_size for p in path.glob("memory.db*")) / 2**20, 1)
+    res["index_file_mb"] = round((path / "index.hnsw").stat().st_size / 2**20, 1)
+    for k in (10, 64):
+        search[k] = lambda q, k=k: np.fromiter((pos.get(h.node.id, -1) for h in mem.search(q, k)), np.int64)
+    return res
+
+
+# ----------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    cfg = doc["config"]
+    rows = doc["engines"]
+    ref = next((r for r in rows if r["engine"] == "hnswlib" and "error" not in r), None)
+    lines = [
+        f"# Memory benchmark — n={cfg['n']:,}, dim={cfg['dim']}",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']}; load average {doc['loadavg_start'][0]} at the start, "
+        f"{doc['loadavg_end'][0]} at the end (a shared machine: compare ratios within a run)  ",
+        f"Data: {cfg['clusters']} Gaussian clusters, spread {cfg['spread']}, unit vectors; {cfg['queries']} held-out "
+        f"queries; ground truth = exact numpy top-64. HNSW M={cfg['m']}, efConstruction={cfg['ef_construction']}, "
+        f"efSearch={cfg['ef_search']}. Latencies: single queries, one thread, medians (p50) and p99 in ms.",
+        "",
+        "| engine | build s | k=10 p50 | k=10 p99 | k=64 p50 | k=64 p99 | recall@10 | recall@64 | RSS MB / 1M vec "
+        "| p50 k=10 vs hnswlib | p50 k=64 vs hnswlib |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['engine']} | — | {r['error']} |||||||||")
+            continue
+        ratio10 = f"{r['k10']['p50_ms'] / ref['k10']['p50_ms']:.2f}x" if ref else "—"
+        ratio64 = f"{r['k64']['p50_ms'] / ref['k64']['p50_ms']:.2f}x" if ref else "—"
+        lines.append(
+            f"| {r['engine']} | {r['build_s']:.1f} | {r['k10']['p50_ms']:.3f} | {r['k10']['p99_ms']:.3f} | "
+            f"{r['k64']['p50_ms']:.3f} | {r['k64']['p99_ms']:.3f} | {r['recall@10']:.4f} | {r['recall@64']:.4f} | "
+            f"{r['rss_mb_per_million']:,.0f} | {ratio10} | {ratio64} |"
+        )
+    ru = next((r for r in rows if r["engine"] == "ruvllm" and "error" not in r), None)
+    if ru:
+        lines += [
+            "",
+            "## ruvllm Memory, beyond search",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| build (add_many, 10k-node durable batches) | {ru['build_s']:.1f} s |",
+            f"| graph build ({ru['edges']:,} edges) | {ru['graph_build_s']:.1f} s |",
+            *[f"| k={k}, interleaved with raw hnswlib on the same index: Memory.search p50 / raw p50 | "
+              f"{ru[f'interleaved_k{k}']['memory_search']['p50_ms']:.3f} / "
+              f"{ru[f'interleaved_k{k}']['raw_hnswlib']['p50_ms']:.3f} ms = "
+              f"**{ru[f'interleaved_k{k}']['p50_ratio']:.2f}x** |" for k in (10, 64)],
+            f"| 2-hop expansion from 8 hits, limit 32: p50 / p99 | {ru['expand_2hop_limit32']['p50_ms']:.3f} / "
+            f"{ru['expand_2hop_limit32']['p99_ms']:.3f} ms |",
+            f"| 2-hop expansion from 8 hits, limit 256: p50 / p99 (mean {ru['expand_2hop_limit256']['mean_nodes']} "
+            f"nodes) | {ru['expand_2hop_limit256']['p50_ms']:.3f} / {ru['expand_2hop_limit256']['p99_ms']:.3f} ms |",
+            f"| repeated query (LRU cache hit), k=10 p50 | {ru['cached_k10']['p50_ms']:.4f} ms |",
+            f"| durable insert, one node per transaction (fsync each) | {ru['insert_single_per_s']:,.0f} nodes/s |",
+            f"| durable insert, 256 nodes per transaction | {ru['insert_batch256_per_s']:,.0f} nodes/s |",
+            f"| close (index save) | {ru['close_save_s']:.2f} s |",
+            f"| open (index load + checks) | {ru['open_load_s']:.2f} s |",
+        ]
+        if "open_rebuild_s" in ru:
+            lines.append(f"| open after a crash (index rebuilt from the store) | {ru['open_rebuild_s']:.2f} s |")
+        lines += [
+            f"| store on disk / index file | {ru['db_mb']:,.0f} MB / {ru['index_file_mb']:,.0f} MB |",
+        ]
+    lines += ["", "Versions: " + "; ".join(f"{r['engine']}: {r.get('version', '-')}" for r in rows), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--clusters", type=int, default=0, help="default: n / 100")
+    ap.add_argument("--spread", type=float, default=0.9, help="noise around a cluster centre (per dimension)")
+    ap.add_argument("--m", type=int, default=32)
+    ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--ef-search", type=int, default=64)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--work", default="", help="scratch directory (default: a temporary one)")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    cfg = {"n": args.n, "dim": args.dim, "queries": args.queries, "clusters": args.clusters or max(10, args.n // 100),
+           "spread": args.spread, "m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
+           "seed": args.seed}
+
+    if args.child:
+        res = run_engine(args.child, Path(args.work), cfg)
+        print("RESULT " + json.dumps(res))
+        return 0
+
+    load0 = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="ruvllm-bench-", dir=args.work or None) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        base, queries, cid = make_data(args.n, args.queries, args.dim, cfg["clusters"], args.spread, args.seed)
+        truth = exact_topk(base, queries, 64)
+        np.save(work / "base.npy", base)
+        np.save(work / "queries.npy", queries)
+        np.save(work / "truth.npy", truth)
+        np.save(work / "cid.npy", cid)
+        print(f"data: {args.n:,} x {args.dim} + {args.queries} queries, truth in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        del base
+        rows = []
+        for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.memory", "--child", engine, "--work", str(work),
+                 *[a for k, v in cfg.items() for a in (f"--{k.replace('_', '-')}", str(v))]],
+                capture_output=True, text=True, cwd=ROOT,
+            )
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                rows.append({"engine": engine, "error": err[:200]})
+                print(f"{engine}: FAILED {err}", flush=True)
+                continue
+            res = json.loads(line[len("RESULT "):])
+            rows.append(res)
+            print(f"{engine}: build {res['build_s']} s, k=10 p50 {res['k10']['p50_ms']} ms, recall@10 "
+                  f"{res['recall@10']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    doc = {
+        "command": "python -m bench.memory " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}, {platform.system()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_start": load0,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "config": cfg,
+        "engines": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "memory.md").write_text(to_markdown(doc))
+    print(to_markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
