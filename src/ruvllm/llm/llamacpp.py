@@ -6,7 +6,8 @@
   the longest common prefix, so a repeated system prompt + context is not recomputed. An
   optional RAM prefix cache (``prefix_cache_mb``) also keeps the KV state of earlier prompts.
 * Speculative decoding: ``draft="prompt-lookup"`` uses llama.cpp's prompt-lookup decoding
-  (drafts copied from the prompt — effective for answers grounded in retrieved context).
+  (drafts copied from the prompt — effective for answers grounded in retrieved context); a
+  draft GGUF path or a ``LlamaModelDraft`` drafts with a smaller model (see ``speculative.py``).
 * One ``Llama`` is not thread-safe: calls are serialised by a per-model lock.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from ruvllm.errors import ContextOverflowError, ModelLoadError
 from ruvllm.llm.base import ChatMessage, Generation, PromptStyle, SamplingParams
 from ruvllm.llm.registry import check_gguf
+from ruvllm.llm.speculative import LlamaDraftModel, LlamaModelDraft, make_draft
 
 SUPPORTED_ARCHITECTURES_HINT = "llama, qwen2, gemma3, lfm2, ..."
 
@@ -52,7 +54,7 @@ class LlamaCppGenerator:
         seed: int = 0,
         prompt_style: PromptStyle | None = None,
         prefix_cache_mb: int = 0,
-        draft: str = "",
+        draft: str | LlamaDraftModel = "",
         draft_tokens: int = 10,
     ):
         import llama_cpp
@@ -61,12 +63,10 @@ class LlamaCppGenerator:
         self.path = Path(path)
         check_gguf(self.path)
         kwargs: dict[str, Any] = {}
-        if draft == "prompt-lookup":
-            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
-
-            kwargs["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=draft_tokens)
-        elif draft:
-            raise ModelLoadError(f"unknown draft method {draft!r}; use '' or 'prompt-lookup'")
+        draft_model = make_draft(draft, num_pred_tokens=draft_tokens, n_ctx=n_ctx, n_threads=n_threads)
+        if draft_model is not None:
+            kwargs["draft_model"] = draft_model
+        self.draft = draft_model
         t0 = time.perf_counter()
         try:
             self.llm: Any = llama_cpp.Llama(
@@ -81,6 +81,8 @@ class LlamaCppGenerator:
                 f"architecture ({SUPPORTED_ARCHITECTURES_HINT})"
             ) from None
         self.load_ms = (time.perf_counter() - t0) * 1000.0
+        if isinstance(draft_model, LlamaModelDraft):
+            draft_model.check_compatible(self.llm)
         self.n_ctx = int(self.llm.n_ctx())
         self.architecture = str(self.llm.metadata.get("general.architecture", ""))
         has_template = "tokenizer.chat_template" in self.llm.metadata
@@ -158,6 +160,9 @@ class LlamaCppGenerator:
         if llm is not None:
             llm.close()
             self.llm = None
+        draft = getattr(self, "draft", None)
+        if isinstance(draft, LlamaModelDraft):
+            draft.close()
 
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:
