@@ -98,6 +98,11 @@ class RequestTimeoutError(RuvLLMError):
     code = "timeout"
 
 
+class ClientGoneError(RuvLLMError):
+    http_status = 499  # nginx's "client closed request": nobody reads it
+    code = "client_closed_request"
+
+
 class AuthError(RuvLLMError):
     http_status = 401
     code = "invalid_api_key"
@@ -363,14 +368,18 @@ class ServerState:
         return sid
 
     # ---- running model work --------------------------------------------------------
-    async def run_model(self, fn: Callable[[], Any], timeout_s: float) -> Any:
+    async def run_model(self, fn: Callable[[], Any], timeout_s: float, request: Request | None = None) -> Any:
         """Run blocking ``fn`` in the model pool, after waiting fairly for a slot.
 
         On timeout the caller gets 504 at once; the call itself cannot be interrupted, so it keeps
-        its slot until it returns (the CPU is never oversubscribed).
+        its slot until it returns (the CPU is never oversubscribed). A client that hung up while
+        queued gives its slot straight back.
         """
         deadline = time.monotonic() + timeout_s
         await self._acquire(deadline)
+        if request is not None and await request.is_disconnected():
+            self.gate.release()
+            raise ClientGoneError("the client closed the connection while queued")
         fut = self._submit(fn)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), max(deadline - time.monotonic(), 0.001))
@@ -695,7 +704,7 @@ def create_app(
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return await _stream_chat(state, rv, question, kwargs, include_usage, timeout_s)
-        resp = await state.run_model(lambda: rv.query(question, **kwargs), timeout_s)
+        resp = await state.run_model(lambda: rv.query(question, **kwargs), timeout_s, request)
         metrics.observe_response(resp)
         payload = {
             "id": f"chatcmpl-{resp.request_id}", "object": "chat.completion", "created": int(time.time()),
@@ -720,7 +729,7 @@ def create_app(
         resp = await state.run_model(
             lambda: rv.query(question, model=model, max_tokens=body.max_tokens, writeback=body.writeback,
                              session_id=session_id),
-            timeout_s,
+            timeout_s, request,
         )
         metrics.observe_response(resp)
         data = _plain(resp.to_dict())
@@ -782,7 +791,8 @@ async def _stream_chat(
     cancel = threading.Event()
 
     def put(kind: str, item: Any) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, (kind, item))
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
+            loop.call_soon_threadsafe(events.put_nowait, (kind, item))
 
     def produce() -> None:
         it: Iterator[Any] = rv.stream(question, **kwargs)
