@@ -161,3 +161,28 @@ def test_background_learner_flushes_pending_on_close_and_survives_errors() -> No
     w.close()  # idempotent
     with pytest.raises(InvalidInputError):
         BackgroundWorker(print, maxsize=0)
+
+
+def test_router_online_learns_from_judged_answers_and_publishes() -> None:
+    from ruvllm.learning.router_online import RouterOnline, RouterOnlineConfig
+    from ruvllm.router.fastgrnn import FastGRNNParams
+
+    params = FastGRNNParams.init(FastGRNNConfig(models=["small", "large"], input_dim=8, hidden=8, w_rank=4,
+                                                u_rank=2), seed=0)
+    published: list[FastGRNNParams] = []
+    online = RouterOnline(params, RouterOnlineConfig(batch_size=8, lr=1e-2, publish_every=20, eval_every=20,
+                                                     consolidate_every=50), on_publish=published.append)
+    rng = np.random.default_rng(6)
+    for _ in range(1600):  # the large model is good on hard queries (x0 > 0), the small one on the rest
+        x = rng.normal(size=8).astype(np.float32)
+        m = ["small", "large"][int(rng.integers(2))]
+        good = (m == "large") == (x[0] > 0)
+        online.observe(online.experience(x, m, 0.9 if good else 0.1, propensity=0.5, text="What is x?"))
+    online.close()
+    s = online.stats()
+    assert s["updates"] > 100 and s["publishes"] >= 5 and s["probe"] > 100
+    final = published[-1]
+    xs = rng.normal(size=(300, 8)).astype(np.float32)
+    pred = np.array([final.step(x)[0].model_probs.argmax() for x in xs])
+    assert (pred == (xs[:, 0] > 0)).mean() > 0.85
+    assert online.probe_score(online.model) > 0.85

@@ -1,0 +1,139 @@
+"""The router's online learner: what the orchestrator calls after each answer.
+
+    online = RouterOnline(router.params, on_publish=lambda p: setattr(router, "params", p))
+    ...after judge + write-back, on the background worker:
+    online.observe(online.experience(x, decision.model, quality, propensity=..., text=question))
+
+``x`` is the normalised 128-d vector the router routed on (``FastGRNNRouter.featurize``);
+``quality`` the judge's score in [0, 1]. Every ``publish_every`` updates the trained weights are
+handed to ``on_publish`` as ``FastGRNNParams`` (float32; the sparse support of a compressed router
+is kept). One in ``probe_every`` experiences is held out into a probe set, never trained on;
+the checkpoint plugin evaluates on it (reward-weighted agreement with good decisions) and rolls
+back when it drops, so a burst of bad feedback cannot wreck the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ruvllm.learning.curriculum import Curriculum
+from ruvllm.learning.ewc import EWCConfig
+from ruvllm.learning.learner import (
+    CheckpointPlugin,
+    CurriculumPlugin,
+    EWCPlugin,
+    Experience,
+    LearnerConfig,
+    OnlineLearner,
+    Plugin,
+    ReplayPlugin,
+    router_loss,
+    router_predict,
+)
+from ruvllm.learning.replay import ReservoirBuffer
+from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNParams
+from ruvllm.router.training import FastGRNNTorch
+
+
+@dataclass
+class RouterOnlineConfig:
+    batch_size: int = 16
+    lr: float = 1e-3
+    ewc_lambda: float = 10.0
+    consolidate_every: int = 200  # updates
+    replay_capacity: int = 2000
+    replay_size: int = 16
+    curriculum_warmup: int = 500  # updates until every difficulty is admitted
+    probe_every: int = 10  # 1 in N experiences goes to the probe set
+    probe_capacity: int = 500
+    eval_every: int = 100  # updates
+    rollback_tolerance: float = 0.05
+    publish_every: int = 50  # updates
+    good_quality: float = 0.5  # rewards below it do not pull the router towards the action
+    seed: int = 0
+
+
+class RouterOnline:
+    def __init__(self, params: FastGRNNParams, cfg: RouterOnlineConfig | None = None,
+                 on_publish: Callable[[FastGRNNParams], Any] | None = None):
+        self.cfg = c = cfg or RouterOnlineConfig()
+        self.models = list(params.config.models)
+        self.normalizer = params.normalizer
+        self.model = FastGRNNTorch.from_params(params)
+        for name in SPARSE_PARAMS:  # keep a compressed router's support
+            p = getattr(self.model, name)
+            if bool((p == 0).any()):
+                self.model.masks[name] = (p != 0).float()
+        self.probe: ReservoirBuffer[Experience] = ReservoirBuffer(c.probe_capacity, seed=c.seed + 11)
+        self.checkpoints = CheckpointPlugin(self.probe_score, every=c.eval_every, tolerance=c.rollback_tolerance)
+        plugins: list[Plugin] = [
+            CurriculumPlugin(Curriculum(key=Experience.level, warmup_steps=c.curriculum_warmup)),
+            EWCPlugin(EWCConfig(lam=c.ewc_lambda), every=c.consolidate_every),
+            ReplayPlugin(c.replay_capacity, c.replay_size, seed=c.seed),
+            self.checkpoints,
+        ]
+        self.learner = OnlineLearner(self.model, router_loss, plugins,
+                                     LearnerConfig(batch_size=c.batch_size, lr=c.lr, seed=c.seed),
+                                     after_step=lambda m: m.apply_masks())  # type: ignore[operator]
+        self.on_publish = on_publish
+        self.published_at = 0
+        self.publishes = 0
+        self._n = 0
+
+    def experience(self, x: Any, model: str, quality: float, *, propensity: float = 1.0, text: str = "",
+                   task: str = "", target: str | None = None) -> Experience:
+        """One answered query → an ``Experience`` (``target``: a known best model, e.g. from a gold check)."""
+        a = self.models.index(model) if model in self.models else None
+        q = float(min(max(quality, 0.0), 1.0))
+        reward = q if q >= self.cfg.good_quality else 0.0
+        return Experience(np.asarray(x, np.float32), target=self.models.index(target) if target in self.models
+                          else None, action=a, reward=reward, propensity=propensity, text=text, task=task,
+                          meta={"quality": q})
+
+    def observe(self, exp: Experience) -> None:
+        self._n += 1
+        if self.cfg.probe_every > 0 and self._n % self.cfg.probe_every == 0:
+            self.probe.add(exp)
+            return
+        self.learner.observe(exp)
+        if self.learner.step - self.published_at >= self.cfg.publish_every:
+            self.publish()
+
+    def probe_score(self, model: nn.Module) -> float:
+        """Reward-weighted agreement with the probe set's good decisions (1.0 when there is none yet)."""
+        items = [e for e in self.probe.items() if (e.target is not None) or (e.action is not None and e.reward)]
+        if not items:
+            return 1.0
+        xs = np.stack([np.atleast_2d(e.x)[-1] for e in items])
+        pred = router_predict(model, xs)
+        want = np.array([e.target if e.target is not None else e.action for e in items])
+        w = np.array([1.0 if e.target is not None else float(e.reward or 0.0) for e in items])
+        return float((w * (pred == want)).sum() / w.sum())
+
+    def params(self) -> FastGRNNParams:
+        with torch.no_grad():
+            return self.model.to_params(self.normalizer, {"stage": "online", "updates": self.learner.step})
+
+    def publish(self) -> FastGRNNParams:
+        p = self.params()
+        self.published_at = self.learner.step
+        self.publishes += 1
+        if self.on_publish is not None:
+            self.on_publish(p)
+        return p
+
+    def close(self) -> None:
+        """Flush pending experiences and publish the final weights."""
+        if self.learner.flush() is not None:
+            self.publish()
+
+    def stats(self) -> dict[str, Any]:
+        return {"observed": self._n, "updates": self.learner.step, "publishes": self.publishes,
+                "probe": len(self.probe), "rollbacks": self.checkpoints.rollbacks,
+                "last_loss": self.learner.last_loss}
