@@ -396,7 +396,8 @@ def markdown(rep: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Mean time per stage inside the server (ms) and mean time spent queued for the generation slot:",
+        "Mean time per stage inside the server (ms); *queued* is the rest of the client-side time "
+        "(waiting for the generation slot, HTTP):",
         "",
         "| clients | " + " | ".join(STAGES) + " | queued |",
         "|---:|" + "---:|" * (len(STAGES) + 1),
