@@ -215,3 +215,15 @@ def test_fair_gate_cancelled_waiter_does_not_leak_the_slot() -> None:
         return gate.free
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_update_from_stats_exports_memory_and_learning_numbers() -> None:
+    metrics.update_from_stats({
+        "memory": {"nodes": 57, "edges": 90, "cache": {"hits": 3, "misses": 9, "hit_rate": 0.25}, "path": "/x"},
+        "learning": {"replay_size": 50, "replay_capacity": 200, "worker": {"queued": 2}},
+    })
+    text = metrics.render()[0].decode()
+    assert "ruvllm_memory_nodes 57.0" in text
+    assert 'ruvllm_memory_stat{name="cache.hits"} 3.0' in text and 'ruvllm_memory_stat{name="edges"} 90.0' in text
+    assert "ruvllm_replay_fill 0.25" in text
+    assert 'ruvllm_learning_stat{name="worker.queued"} 2.0' in text

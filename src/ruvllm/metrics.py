@@ -62,6 +62,8 @@ FEEDBACK = Counter("ruvllm_feedback", "User feedback events by label (good: scor
 MEMORY_NODES = Gauge("ruvllm_memory_nodes", "Nodes in memory (documents + written-back answers).", registry=REGISTRY)
 MEMORY_STAT = Gauge("ruvllm_memory_stat", "Numeric memory statistics reported by the store.", ["name"],
                     registry=REGISTRY)
+LEARNING_STAT = Gauge("ruvllm_learning_stat", "Numeric statistics reported by the online learner.", ["name"],
+                      registry=REGISTRY)
 REPLAY_FILL = Gauge("ruvllm_replay_fill", "Fraction of the learner's replay buffer in use, [0, 1].",
                     registry=REGISTRY)
 QUEUE_DEPTH = Gauge("ruvllm_queue_depth", "Requests waiting for a generation slot.", registry=REGISTRY)
@@ -143,19 +145,16 @@ def update_from_stats(stats: Mapping[str, Any]) -> None:
     """Refresh gauges from ``RuvLLM.stats()``: memory size, numeric memory stats, replay fill."""
     memory = stats.get("memory")
     if isinstance(memory, Mapping):
-        for name, value in memory.items():
-            if _is_number(value):
-                MEMORY_STAT.labels(name=str(name)).set(float(value))
-            elif isinstance(value, Mapping):  # one level down: cache.hits, index.ef_search, ...
-                for sub, v in value.items():
-                    if _is_number(v):
-                        MEMORY_STAT.labels(name=f"{name}.{sub}").set(float(v))
+        for name, value in _numbers(memory):
+            MEMORY_STAT.labels(name=name).set(value)
         for key in ("nodes", "count", "n_nodes"):
             if isinstance(memory.get(key), int):
                 MEMORY_NODES.set(memory[key])
                 break
     learning = stats.get("learning")
     if isinstance(learning, Mapping):
+        for name, value in _numbers(learning):
+            LEARNING_STAT.labels(name=name).set(value)
         fill = learning.get("replay_fill")
         if fill is None and isinstance(learning.get("replay_size"), (int, float)) and learning.get("replay_capacity"):
             fill = float(learning["replay_size"]) / float(learning["replay_capacity"])
@@ -165,6 +164,17 @@ def update_from_stats(stats: Mapping[str, Any]) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(tree: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """Numeric leaves of a stats dict, one level deep: ``nodes``, ``cache.hits``, ..."""
+    out = []
+    for name, value in tree.items():
+        if _is_number(value):
+            out.append((str(name), float(value)))
+        elif isinstance(value, Mapping):
+            out += [(f"{name}.{sub}", float(v)) for sub, v in value.items() if _is_number(v)]
+    return out
 
 
 def set_memory_nodes(n: int) -> None:
