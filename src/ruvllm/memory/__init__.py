@@ -48,7 +48,7 @@ MAX_K = 1024
 EXACT_FILTER_LIMIT = 4096  # a filter matching at most this many nodes is answered by exact search
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     node: Node
     score: float  # cosine similarity in [-1, 1], higher is closer
