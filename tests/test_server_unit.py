@@ -144,13 +144,24 @@ def test_metrics_exposition(loading: TestClient) -> None:
 def test_observe_response_counts_stages_decisions_and_writeback() -> None:
     d = SimpleNamespace(model="m1", confidence=0.8)
     r = SimpleNamespace(
-        model="m1", decision=d, latency_ms={"embed": 3.0, "search": 0.4, "generate": 900.0}, total_ms=910.0,
+        request_id="req-1", model="m1", decision=d, latency_ms={"embed": 3.0, "search": 0.4, "generate": 900.0},
+        total_ms=910.0,
         writeback={"action": "inserted", "node_id": "n", "reason": ""},
         usage={"prompt_tokens": 100, "completion_tokens": 20}, quality=0.7,
     )
+    def count() -> float:
+        text = metrics.render()[0].decode()
+        line = next(ln for ln in text.splitlines() if ln.startswith('ruvllm_router_decisions_total{model="m1"}'))
+        return float(line.split()[-1])
+
     metrics.observe_response(r)
+    before = count()
+    metrics.observe_response(r)  # the same response again (orchestrator and server both report): counted once
+    assert count() == before
+    r.request_id = "req-2"
     r.latency_ms = {"embed": 3.0}  # no model call: a cache hit
     metrics.observe_response(r)
+    assert count() == before + 1
     text = metrics.render()[0].decode()
     assert 'ruvllm_stage_seconds_count{stage="generate"}' in text
     assert 'ruvllm_router_decisions_total{model="m1"}' in text

@@ -11,6 +11,8 @@ raises a duplicate-metric error.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,8 +90,31 @@ def is_cache_hit(resp: Any) -> bool:
     return bool(latency) and "generate" not in latency
 
 
+_SEEN: OrderedDict[str, None] = OrderedDict()  # request ids already recorded (the last few thousand)
+_SEEN_MAX = 4096
+_SEEN_LOCK = threading.Lock()
+
+
+def _first_time(request_id: Any) -> bool:
+    if not isinstance(request_id, str) or not request_id:
+        return True
+    with _SEEN_LOCK:
+        if request_id in _SEEN:
+            return False
+        _SEEN[request_id] = None
+        while len(_SEEN) > _SEEN_MAX:
+            _SEEN.popitem(last=False)
+        return True
+
+
 def observe_response(resp: Any) -> None:
-    """Record one answered query (an ``orchestrator.QueryResponse``): stages, decision, write-back."""
+    """Record one answered query (an ``orchestrator.QueryResponse``): stages, decision, write-back.
+
+    Idempotent per ``request_id``: the orchestrator and the server may both call it for the same
+    response and it is counted once.
+    """
+    if not _first_time(getattr(resp, "request_id", None)):
+        return
     latency: Mapping[str, float] = getattr(resp, "latency_ms", None) or {}
     for stage, ms in latency.items():
         STAGE_LATENCY.labels(stage=stage).observe(max(float(ms), 0.0) / 1000.0)
