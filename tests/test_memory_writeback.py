@@ -127,3 +127,18 @@ def test_bad_write_back_input(setup) -> None:
         wb.write_answer("  ", "a", rvec(rng), [], [], 0.9)
     with pytest.raises(InvalidInputError, match="scores"):
         wb.write_answer("q", "a", rvec(rng), [docs[0].id], [], 0.9)
+
+
+def test_half_finished_merge_still_points_at_the_successor(setup) -> None:
+    """A crash between the merge's two transactions leaves the old node untagged; its incoming
+    Derived edge still marks it as superseded."""
+    from ruvllm.memory.schema import Edge, Node, NodeMetadata
+
+    mem, wb, _docs, rng = setup
+    v = rvec(rng)
+    old = wb.write_answer("Which port?", "8000.", v, [], [], 0.8)
+    newer = Node(text="Q: Which port?\nA: 8080.", vector=v, type=NodeType.QUERY,
+                 metadata=NodeMetadata(tags=["writeback"], version=2))
+    mem.add_many([newer], [Edge(newer.id, old.node_id, EdgeType.DERIVED, 1.0)])  # no superseded tag
+    res = wb.write_answer("Which port?", "8080.", v, [], [], 0.9)
+    assert res.action == "skipped" and res.node_id == newer.id

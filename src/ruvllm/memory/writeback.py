@@ -143,7 +143,13 @@ class WriteBack:
         if not cands:
             return None
         nodes = self.mem.get_many([c[2] for c in cands])
+        # a node with an incoming Derived edge has a successor even if the merge's second step
+        # (tagging it superseded) never ran, e.g. after a crash between the two transactions
+        derived = self.mem.store.edges_touching(list(nodes), rels=[EdgeType.DERIVED.value])
+        succeeded = {e.dst for e in derived if e.dst in nodes}
         for sim, how, nid in sorted(cands, key=lambda c: -c[0]):
+            if nid in succeeded:
+                continue
             node = nodes.get(nid)
             if node is None:  # deleted since it was hashed
                 self._lsh_remove(nid)
