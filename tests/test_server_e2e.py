@@ -295,7 +295,12 @@ def test_sigterm_finishes_in_flight_work_and_keeps_every_acknowledged_writeback(
 
     t = threading.Thread(target=in_flight)
     t.start()
-    time.sleep(1.0)  # the request is now generating
+    t_end = time.monotonic() + 60
+    while time.monotonic() < t_end:  # wait until the request holds the generation slot
+        text = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+        if "ruvllm_in_flight 1.0" in text:
+            break
+        time.sleep(0.05)
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)

@@ -238,3 +238,28 @@ def test_update_from_stats_exports_memory_and_learning_numbers() -> None:
     assert 'ruvllm_memory_stat{name="cache.hits"} 3.0' in text and 'ruvllm_memory_stat{name="edges"} 90.0' in text
     assert "ruvllm_replay_fill 0.25" in text
     assert 'ruvllm_learning_stat{name="worker.queued"} 2.0' in text
+
+
+def test_run_model_times_out_with_504_but_keeps_the_slot_until_the_call_returns(tmp_path: Any) -> None:
+    from ruvllm.server import RequestTimeoutError, ServerState
+
+    state = ServerState(Config.load(env=False, data_dir=str(tmp_path)), ServerOptions(), lambda cfg: None)
+    done = threading.Event()
+
+    def slow() -> str:
+        done.wait(5)
+        return "late"
+
+    async def scenario() -> None:
+        with pytest.raises(RequestTimeoutError) as exc:
+            await state.run_model(slow, timeout_s=0.1)
+        assert exc.value.http_status == 504
+        assert state.gate.in_use == 1  # the blocking call still runs: nothing else may start
+        with pytest.raises(RequestTimeoutError):  # waiting for the slot also counts against the timeout
+            await state.run_model(lambda: "quick", timeout_s=0.1)
+        done.set()
+        assert await state.run_model(lambda: "quick", timeout_s=5) == "quick"
+        assert state.gate.in_use == 0
+
+    asyncio.run(scenario())
+    state.executor.shutdown(wait=True)
