@@ -161,8 +161,7 @@ def eval_(
     labelled: Annotated[Path, typer.Option(help="An oracle JSONL (from `ruvllm router train`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Decision accuracy and utility regret of a saved router against oracle labels, per split,
-    next to always-small and always-large."""
+    """Accuracy and utility regret of a saved router against oracle labels, per split, beside always-small/large."""
     from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.oracle import load_labelled
     from ruvllm.router.training import datasets_from_records, evaluate
