@@ -197,3 +197,20 @@ def test_node_cache_serves_hot_nodes_and_follows_writes(tmp_path: Path, data: np
         assert top not in {h.node.id for h in mem.search(data[0], k=5)}
         mine = mem.get(nodes[1].id)
         mine.vector[0] = 0.0  # get() returns a private, writable copy
+
+
+def test_broad_filter_uses_the_index_filter(tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ruvllm.memory as memory_mod
+    from ruvllm.memory.schema import NodeMetadata
+
+    monkeypatch.setattr(memory_mod, "EXACT_FILTER_LIMIT", 10)  # force hnswlib's filtered search
+    with Memory.open(tmp_path / "m", dim=DIM) as mem:
+        nodes = [Node(text=f"n{i}", vector=v, metadata=NodeMetadata(domain="even" if i % 2 == 0 else "odd"))
+                 for i, v in enumerate(data[:1000])]
+        mem.add_many(nodes)
+        evens = np.array([n.vector for n in nodes[::2]])
+        for q in clustered(10, DIM, seed=5):
+            hits = mem.search(q, k=10, domain="even")
+            assert len(hits) == 10 and all(h.node.metadata.domain == "even" for h in hits)
+            truth = {nodes[2 * i].id for i in exact_topk(evens, q[None, :], 10)[0]}
+            assert len(truth & {h.node.id for h in hits}) >= 8
