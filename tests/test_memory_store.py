@@ -242,3 +242,16 @@ def test_reads_from_other_threads(mem: Memory, rng: np.random.Generator) -> None
         t.join()
     assert not errors, errors
     assert mem.count() == 80
+
+
+def test_truncated_database_is_reported_and_left_alone(tmp_path: Path, rng: np.random.Generator) -> None:
+    d = tmp_path / "mem"
+    with Memory.open(d, dim=DIM) as m:
+        m.add_many([Node(text="x" * 2000, vector=vec(rng)) for _ in range(300)])
+    (d / "index.hnsw").unlink()  # force a full read of the store on open
+    db = d / "memory.db"
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    before = digest(db)
+    with pytest.raises(StoreCorruptError, match="memory.db"):
+        Memory.open(d, dim=DIM)
+    assert digest(db) == before

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ruvllm.config import HnswParams, hnsw_params_for
-from ruvllm.errors import InvalidInputError, StoreError, ValidationError
+from ruvllm.errors import InvalidInputError, StoreCorruptError, StoreError, ValidationError
 from ruvllm.memory.graph import Expanded, NeighbourhoodStats, expand, neighbourhood_stats, prune_weak_edges
 from ruvllm.memory.index import HnswIndex, IndexStamp
 from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
@@ -233,6 +234,10 @@ class Memory:
                     log.warning("memory: rebuilt the index from %s (%d vectors, %.1f s): %s",
                                 store.path, count, secs, reason)
                 status = {"action": "rebuilt", "reason": reason, "seconds": round(secs, 3)}
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise StoreCorruptError(f"{store.path} is damaged ({exc}); it was left untouched — restore it from a "
+                                    "backup or move it away to start an empty memory") from None
         except BaseException:
             store.close()
             raise
