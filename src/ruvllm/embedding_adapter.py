@@ -88,8 +88,11 @@ class EmbeddingAdapter:
         return self.project(self.hidden(texts))
 
     # ---- projection ------------------------------------------------------------------
-    def fit(self, texts: Sequence[str] | None, targets: F32, *, ridge: float = 1.0, hidden: F32 | None = None) -> float:
-        """Ridge least squares from hidden states to ``targets`` (n, dim); returns the mean cosine."""
+    def fit(self, texts: Sequence[str] | None, targets: F32, *, ridge: float = 0.1, hidden: F32 | None = None) -> float:
+        """Ridge least squares from hidden states to ``targets`` (n, dim); returns the mean cosine.
+
+        ``ridge`` is relative to the mean per-dimension variance of the hidden states.
+        """
         h = self.hidden(texts or []) if hidden is None else hidden
         if h.shape[0] != targets.shape[0] or h.shape[0] < 2:
             raise InvalidInputError(f"fit needs >= 2 texts with one target row each, got {h.shape[0]} and "
@@ -98,7 +101,8 @@ class EmbeddingAdapter:
         hc = (h - mu).astype(np.float64)  # (n, d_model)
         t = targets.astype(np.float64)
         tb = t.mean(axis=0)
-        a = hc.T @ hc + ridge * np.eye(self.d_model)  # (d_model, d_model)
+        g = hc.T @ hc  # (d_model, d_model)
+        a = g + ridge * (np.trace(g) / self.d_model) * np.eye(self.d_model)  # ridge relative to the mean variance
         w = np.linalg.solve(a, hc.T @ (t - tb))  # (d_model, dim)
         self.mu, self.W, self.b = mu.astype(np.float32), w.astype(np.float32), tb.astype(np.float32)
         self.dim = int(self.W.shape[1])

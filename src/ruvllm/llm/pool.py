@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ruvllm.config import LLMConfig
 from ruvllm.llm.base import Generator
@@ -30,13 +31,33 @@ class ModelPool:
     def _load(self, name: str) -> Generator:
         from ruvllm.llm.llamacpp import LlamaCppGenerator
 
+        cfg = self.cfg
+        if getattr(cfg, "backend", "llamacpp") == "openai":  # a model served elsewhere (vLLM, llama.cpp server)
+            from ruvllm.llm.openai_compat import OpenAIGenerator
+
+            return OpenAIGenerator(
+                name, base_url=cfg.base_url, model=getattr(cfg, "model", "") or name,  # type: ignore[attr-defined]
+                api_key=getattr(cfg, "api_key", ""), timeout=getattr(cfg, "timeout", 60.0),
+                max_retries=getattr(cfg, "max_retries", 2), n_ctx=cfg.n_ctx,
+            )
         spec = self.registry.spec(name)
         path = self.registry.path(name)  # raises with what to install
+        draft: Any = cfg.draft
+        if draft and draft != "prompt-lookup":  # a draft model by registry name, e.g. qwen2.5-coder-0.5b
+            from ruvllm.llm.speculative import LlamaModelDraft
+
+            # drafts only for larger models of the draft's own family (same tokenizer); others decode plainly
+            dspec = self.registry.spec(draft)
+            if draft == name or dspec.family != spec.family or dspec.params_m >= spec.params_m:
+                draft = ""
+            else:
+                draft = LlamaModelDraft(self.registry.path(draft), num_pred_tokens=4, n_ctx=cfg.n_ctx,
+                                        n_threads=cfg.n_threads)
         gen = LlamaCppGenerator(
-            name, path, n_ctx=self.cfg.n_ctx, n_threads=self.cfg.n_threads, n_batch=self.cfg.n_batch,
-            use_mmap=self.cfg.use_mmap, seed=self.cfg.seed,
+            name, path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, n_batch=cfg.n_batch,
+            use_mmap=cfg.use_mmap, seed=cfg.seed,
             prompt_style=spec.prompt_style if spec.family != "custom" else None,
-            prefix_cache_mb=self.cfg.prefix_cache_mb, draft=self.cfg.draft,
+            prefix_cache_mb=cfg.prefix_cache_mb, draft=draft,
         )
         self.load_ms[name] = gen.load_ms
         return gen
