@@ -204,3 +204,18 @@ def test_estimate_is_on_the_high_side() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("a" * 30) == 10
     assert Path(__file__).exists()
+
+
+def test_pool_builds_the_openai_backend_from_config(tmp_path: Path) -> None:
+    from ruvllm.config import LLMConfig
+    from ruvllm.llm import ModelPool, Registry
+
+    cfg: Any = LLMConfig()
+    cfg.backend, cfg.base_url, cfg.model, cfg.max_retries = "openai", f"http://127.0.0.1:{_free_port()}/v1", "m", 0
+    pool = ModelPool(Registry(tmp_path), cfg)
+    try:
+        gen = pool.get("qwen2.5-coder-0.5b")
+        assert isinstance(gen, OpenAIGenerator) and gen.model == "m" and gen.n_ctx == cfg.n_ctx
+        assert pool.get("qwen2.5-coder-0.5b") is gen  # shared, not rebuilt
+    finally:
+        pool.close()
