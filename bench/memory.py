@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINES = ("ruvllm", "hnswlib", "faiss-hnsw", "faiss-hnsw-sq8", "usearch", "numpy")
+ENGINES = ("ruvllm", "hnswlib", "faiss-hnsw", "faiss-hnsw-sq8", "usearch", "ruvector", "numpy")
 WARMUP = 20
 
 
@@ -189,8 +189,25 @@ def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
         out["version"] = f"usearch {usearch.__version__}"
 
+    elif engine == "ruvector":
+        import ruvector
+
+        ridx = ruvector.HnswIndex.create(dim, metric="cosine", m=m, ef_construction=efc, ef_search=efs)
+        keys = [str(i) for i in range(n)]
+        t0 = time.perf_counter()
+        for s in range(0, n, 10_000):
+            ridx.insert_batch(keys[s : s + 10_000], base[s : s + 10_000])
+        out["build_s"] = time.perf_counter() - t0
+        for k in (10, 64):
+            search[k] = lambda q, k=k: np.fromiter((int(h[0]) for h in ridx.search(q, k)), np.int64)
+        out["version"] = "ruvector 0.1.4 (ruvector-core 0.2.0)"
+
+    elif engine == "ruvllm-build":
+        return {"engine": engine, **ruvllm_build(base, work, cfg)}
+
     elif engine == "ruvllm":
-        out.update(run_ruvllm(base, queries, truth, work, cfg, search))
+        del base
+        out.update(ruvllm_serve(queries, work, cfg, search))
 
     else:
         raise SystemExit(f"unknown engine {engine}")
@@ -210,10 +227,10 @@ def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_ruvllm(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, cfg: dict[str, Any],
-               search: dict[int, Callable[[np.ndarray], np.ndarray]]) -> dict[str, Any]:
+def ruvllm_build(base: np.ndarray, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Phase 1 (own process): durable build, graph, insert throughput, save/load/rebuild timings."""
     from ruvllm.config import HnswParams
-    from ruvllm.memory import Memory, QueryCache
+    from ruvllm.memory import Memory
     from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType
 
     n, dim = base.shape
@@ -221,18 +238,18 @@ def run_ruvllm(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: P
     rng = np.random.default_rng(1)
     path = work / "ruvllm-mem"
     params = HnswParams(cfg["m"], cfg["ef_construction"], cfg["ef_search"])
-    res: dict[str, Any] = {"version": "ruvllm Memory (SQLite WAL synchronous=FULL + hnswlib 0.8.0)"}
+    res: dict[str, Any] = {}
     mem = Memory.open(path, dim=dim, params=params, cache_size=0)
     ids: list[str] = []
-    batch = 10_000
     t0 = time.perf_counter()
-    for s in range(0, n, batch):
+    for s in range(0, n, 10_000):
         nodes = [Node(text=f"synthetic node {i} of cluster {cid[i]}", vector=base[i], type=NodeType.DOCUMENT,
                       source="bench", metadata=NodeMetadata(domain=f"c{cid[i] % 16}"))
-                 for i in range(s, min(n, s + batch))]
+                 for i in range(s, min(n, s + 10_000))]
         mem.add_many(nodes)
         ids.extend(x.id for x in nodes)
-    res["build_s"] = time.perf_counter() - t0
+    res["build_s"] = round(time.perf_counter() - t0, 2)
+    (work / "ids.json").write_text(json.dumps(ids))
     # the graph: each node → 2 random members of its cluster (SameTopic) + the previous member (Follows)
     t0 = time.perf_counter()
     by_cluster: dict[int, list[int]] = {}
@@ -254,47 +271,6 @@ def run_ruvllm(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: P
         mem.add_many([], edges[s : s + 50_000])
     res["graph_build_s"] = round(time.perf_counter() - t0, 2)
     res["edges"] = mem.stats()["edges"]
-    pos = {nid: i for i, nid in enumerate(ids)}
-
-    for k in (10, 64):
-        search[k] = lambda q, k=k: np.fromiter((pos.get(h.node.id, -1) for h in mem.search(q, k)), np.int64)
-    # the service's overhead measured fairly on a loaded machine: raw hnswlib on the very same index and
-    # Memory.search, interleaved query by query so both see the same background load
-    raw = mem.index._idx
-    for k in (10, 64):
-        t_raw, t_mem = [], []
-        for q in queries[:WARMUP]:
-            raw.knn_query(q, k=k, num_threads=1)
-            mem.search(q, k)
-        for q in queries:
-            raw.set_ef(cfg["ef_search"])
-            t0n = time.perf_counter_ns()
-            raw.knn_query(q, k=k, num_threads=1)
-            t1n = time.perf_counter_ns()
-            mem.search(q, k)
-            t2n = time.perf_counter_ns()
-            t_raw.append((t1n - t0n) / 1e6)
-            t_mem.append((t2n - t1n) / 1e6)
-        res[f"interleaved_k{k}"] = {"raw_hnswlib": summary(t_raw), "memory_search": summary(t_mem),
-                                    "p50_ratio": round(float(np.median(t_mem) / np.median(t_raw)), 3)}
-    # 2-hop expansion from the top-8 hits, as the orchestrator does (min weight 0.1, at most 32 nodes)
-    seeds = [[h.node.id for h in mem.search(q, 8)] for q in queries[:300]]
-    for name, limit in (("expand_2hop_limit32", 32), ("expand_2hop_limit256", 256)):
-        times = []
-        sizes = []
-        for sd in seeds:
-            t0n = time.perf_counter_ns()
-            got = mem.expand(sd, hops=2, min_weight=0.1, limit=limit)
-            times.append((time.perf_counter_ns() - t0n) / 1e6)
-            sizes.append(len(got))
-        res[name] = {**summary(times), "mean_nodes": round(float(np.mean(sizes)), 1)}
-    # repeated queries through the LRU cache
-    mem._cache = QueryCache(1024, 300.0)
-    for q in queries[:200]:
-        mem.search(q, 10)
-    cached, _ = latencies(lambda q: mem.search(q, 10), queries[:200])
-    res["cached_k10"] = summary(cached)
-    mem._cache = QueryCache(0, 0.0)
     # durable inserts: each add() is its own fsynced transaction; add_many batches share one
     # (into a second, scratch memory, so the searched corpus stays exactly the benchmark's)
     extra = rng.normal(size=(2600, dim)).astype(np.float32)
@@ -314,20 +290,79 @@ def run_ruvllm(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: P
     t0 = time.perf_counter()
     mem.close()
     res["close_save_s"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    mem = Memory.open(path, dim=dim, params=params, cache_size=0)
-    res["open_load_s"] = round(time.perf_counter() - t0, 2)
-    assert mem.stats()["index"]["on_open"]["action"] == "loaded"
-    mem.close()
     if n <= 200_000:
+        meta = (path / "index.json").read_text()
         (path / "index.json").unlink()
         t0 = time.perf_counter()
-        mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+        Memory.open(path, dim=dim, params=params, cache_size=0).store.close()  # rebuilt, not saved
         res["open_rebuild_s"] = round(time.perf_counter() - t0, 2)
-    else:
-        mem = Memory.open(path, dim=dim, params=params, cache_size=0)
+        (path / "index.json").write_text(meta)
     res["db_mb"] = round(sum(p.stat().st_size for p in path.glob("memory.db*")) / 2**20, 1)
     res["index_file_mb"] = round((path / "index.hnsw").stat().st_size / 2**20, 1)
+    return res
+
+
+def ruvllm_serve(queries: np.ndarray, work: Path, cfg: dict[str, Any],
+                 search: dict[int, Callable[[np.ndarray], np.ndarray]]) -> dict[str, Any]:
+    """Phase 2 (own process, as a server starts): open the saved memory, then search and expand."""
+    from ruvllm.config import HnswParams
+    from ruvllm.memory import Memory, NodeCache, QueryCache
+
+    ids = json.loads((work / "ids.json").read_text())
+    pos = {nid: i for i, nid in enumerate(ids)}
+    del ids
+    dim = queries.shape[1]
+    params = HnswParams(cfg["m"], cfg["ef_construction"], cfg["ef_search"])
+    res: dict[str, Any] = {"version": "ruvllm Memory (SQLite WAL synchronous=FULL + hnswlib 0.8.0)"}
+    t0 = time.perf_counter()
+    mem = Memory.open(work / "ruvllm-mem", dim=dim, params=params, cache_size=0, node_cache=0)
+    res["open_load_s"] = round(time.perf_counter() - t0, 2)
+    assert mem.stats()["index"]["on_open"]["action"] == "loaded", mem.stats()["index"]
+
+    def interleaved(k: int) -> dict[str, Any]:
+        """Raw hnswlib on the very same index vs Memory.search, alternating query by query, so both
+        see the same background load (the fair overhead measure on a shared machine)."""
+        raw = mem.index._idx
+        for q in queries[:WARMUP]:
+            raw.knn_query(q, k=k, num_threads=1)
+            mem.search(q, k)
+        t_raw, t_mem = [], []
+        for q in queries:
+            t0n = time.perf_counter_ns()
+            raw.knn_query(q, k=k, num_threads=1)
+            t1n = time.perf_counter_ns()
+            mem.search(q, k)
+            t2n = time.perf_counter_ns()
+            t_raw.append((t1n - t0n) / 1e6)
+            t_mem.append((t2n - t1n) / 1e6)
+        return {"raw_hnswlib": summary(t_raw), "memory_search": summary(t_mem),
+                "p50_ratio": round(float(np.median(t_mem) / np.median(t_raw)), 3)}
+
+    for k in (10, 64):
+        res[f"cold_k{k}"] = interleaved(k)  # node cache off: every hit's row is read from SQLite
+    mem._nodes_cache = NodeCache(10_000)  # the default configuration from here on
+    for k in (10, 64):
+        res[f"default_k{k}"] = interleaved(k)
+    res["node_cache"] = mem.stats()["node_cache"]
+    # 2-hop expansion from the top-8 hits, as the orchestrator does (min weight 0.1)
+    seeds = [[h.node.id for h in mem.search(q, 8)] for q in queries[:300]]
+    for name, limit in (("expand_2hop_limit32", 32), ("expand_2hop_limit256", 256)):
+        times, sizes, deep = [], [], []
+        for sd in seeds:
+            t0n = time.perf_counter_ns()
+            got = mem.expand(sd, hops=2, min_weight=0.1, limit=limit)
+            times.append((time.perf_counter_ns() - t0n) / 1e6)
+            sizes.append(len(got))
+            deep.append(sum(e.hop == 2 for e in got))
+        res[name] = {**summary(times), "mean_nodes": round(float(np.mean(sizes)), 1),
+                     "mean_hop2_nodes": round(float(np.mean(deep)), 1)}
+    # repeated queries through the result cache
+    mem._cache = QueryCache(1024, 300.0)
+    for q in queries[:200]:
+        mem.search(q, 10)
+    cached, _ = latencies(lambda q: mem.search(q, 10), queries[:200])
+    res["cached_k10"] = summary(cached)
+    mem._cache = QueryCache(0, 0.0)
     for k in (10, 64):
         search[k] = lambda q, k=k: np.fromiter((pos.get(h.node.id, -1) for h in mem.search(q, k)), np.int64)
     return res
@@ -377,19 +412,22 @@ def to_markdown(doc: dict[str, Any]) -> str:
             "|---|---:|",
             f"| build (add_many, 10k-node durable batches) | {ru['build_s']:.1f} s |",
             f"| graph build ({ru['edges']:,} edges) | {ru['graph_build_s']:.1f} s |",
-            *[f"| k={k}, interleaved with raw hnswlib on the same index: Memory.search p50 / raw p50 | "
-              f"{ru[f'interleaved_k{k}']['memory_search']['p50_ms']:.3f} / "
-              f"{ru[f'interleaved_k{k}']['raw_hnswlib']['p50_ms']:.3f} ms = "
-              f"**{ru[f'interleaved_k{k}']['p50_ratio']:.2f}x** |" for k in (10, 64)],
+            *[f"| k={k}, {label}: Memory.search p50 / raw hnswlib p50 on the same index, interleaved | "
+              f"{ru[f'{mode}_k{k}']['memory_search']['p50_ms']:.3f} / "
+              f"{ru[f'{mode}_k{k}']['raw_hnswlib']['p50_ms']:.3f} ms = **{ru[f'{mode}_k{k}']['p50_ratio']:.2f}x** |"
+              for mode, label in (("cold", "node cache off"), ("default", "default node cache"))
+              for k in (10, 64)],
+            f"| node cache hit rate over those queries | {ru['node_cache']['hit_rate']:.1%} |",
             f"| 2-hop expansion from 8 hits, limit 32: p50 / p99 | {ru['expand_2hop_limit32']['p50_ms']:.3f} / "
             f"{ru['expand_2hop_limit32']['p99_ms']:.3f} ms |",
             f"| 2-hop expansion from 8 hits, limit 256: p50 / p99 (mean {ru['expand_2hop_limit256']['mean_nodes']} "
-            f"nodes) | {ru['expand_2hop_limit256']['p50_ms']:.3f} / {ru['expand_2hop_limit256']['p99_ms']:.3f} ms |",
+            f"nodes, {ru['expand_2hop_limit256']['mean_hop2_nodes']} at hop 2) | "
+            f"{ru['expand_2hop_limit256']['p50_ms']:.3f} / {ru['expand_2hop_limit256']['p99_ms']:.3f} ms |",
             f"| repeated query (LRU cache hit), k=10 p50 | {ru['cached_k10']['p50_ms']:.4f} ms |",
             f"| durable insert, one node per transaction (fsync each) | {ru['insert_single_per_s']:,.0f} nodes/s |",
             f"| durable insert, 256 nodes per transaction | {ru['insert_batch256_per_s']:,.0f} nodes/s |",
             f"| close (index save) | {ru['close_save_s']:.2f} s |",
-            f"| open (index load + checks) | {ru['open_load_s']:.2f} s |",
+            f"| open in a new process (index load + CRC + checks) | {ru['open_load_s']:.2f} s |",
         ]
         if "open_rebuild_s" in ru:
             lines.append(f"| open after a crash (index rebuilt from the store) | {ru['open_rebuild_s']:.2f} s |")
@@ -398,6 +436,23 @@ def to_markdown(doc: dict[str, Any]) -> str:
         ]
     lines += ["", "Versions: " + "; ".join(f"{r['engine']}: {r.get('version', '-')}" for r in rows), ""]
     return "\n".join(lines)
+
+
+def child(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one engine in a fresh process; its result is the ``RESULT {json}`` line it prints."""
+    env = dict(os.environ)
+    if engine == "numpy":  # one BLAS thread: the single-query latency a request sees, like the others
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--child", engine, "--work", str(work),
+         *[a for k, v in cfg.items() for a in (f"--{k.replace('_', '-')}", str(v))]],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
+    result: dict[str, Any] = json.loads(line[len("RESULT "):])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--work", default="", help="scratch directory (default: a temporary one)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other engines' rows of an earlier run with the same config in --out")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     cfg = {"n": args.n, "dim": args.dim, "queries": args.queries, "clusters": args.clusters or max(10, args.n // 100),
@@ -441,18 +498,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
             t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-m", "bench.memory", "--child", engine, "--work", str(work),
-                 *[a for k, v in cfg.items() for a in (f"--{k.replace('_', '-')}", str(v))]],
-                capture_output=True, text=True, cwd=ROOT,
-            )
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-                rows.append({"engine": engine, "error": err[:200]})
-                print(f"{engine}: FAILED {err}", flush=True)
+            try:
+                if engine == "ruvllm":
+                    built = child("ruvllm-build", work, cfg)
+                    res = child("ruvllm", work, cfg)
+                    res.update({k: v for k, v in built.items() if k != "engine"})
+                else:
+                    res = child(engine, work, cfg)
+            except RuntimeError as exc:
+                rows.append({"engine": engine, "error": str(exc)[:200]})
+                print(f"{engine}: FAILED {exc}", flush=True)
                 continue
-            res = json.loads(line[len("RESULT "):])
             rows.append(res)
             print(f"{engine}: build {res['build_s']} s, k=10 p50 {res['k10']['p50_ms']} ms, recall@10 "
                   f"{res['recall@10']} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -469,6 +525,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.append and (out / "memory.json").exists():
+        earlier = json.loads((out / "memory.json").read_text())
+        if earlier.get("config") == cfg:
+            ran = {r["engine"] for r in rows}
+            rows[:0] = [r for r in earlier["engines"] if r["engine"] not in ran]
+            doc["command"] = f"{earlier['command']}; then {doc['command']}"
+            doc["loadavg_start"] = earlier.get("loadavg_start", doc["loadavg_start"])
+        else:
+            print("--append: the earlier run used another config; not merged", flush=True)
     (out / "memory.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "memory.md").write_text(to_markdown(doc))
     print(to_markdown(doc))
