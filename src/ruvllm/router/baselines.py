@@ -123,7 +123,8 @@ class KNNRouter:
         assert self._x is not None and self._u is not None
         q = data.x / np.maximum(np.linalg.norm(data.x, axis=1, keepdims=True), 1e-9)
         sims = q @ self._x.T  # (n, N_train)
-        nn = np.argpartition(-sims, self.k, axis=1)[:, : self.k]  # (n, k)
+        k = min(self.k, len(self._x) - 1)  # tiny training sets (a few real-labelled questions)
+        nn = np.argpartition(-sims, k, axis=1)[:, :k] if k > 0 else np.zeros((len(q), 1), np.int64)  # (n, k)
         return self._u[nn].mean(axis=1)  # (n, M, C)
 
     def decide(self, data: RouterDataset) -> tuple[I64, I64]:
