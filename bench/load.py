@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server ready in {server.ready_s:.1f} s on {server.url}", flush=True)
     load = Load(server.url, args.max_tokens, args.repeat_share, args.seed, questions())
     report: dict[str, Any] = {
-        "command": "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {"max_tokens": args.max_tokens, "repeat_share": args.repeat_share, "max_queue": args.max_queue,
                      "modules": MODULES, "slots": 1},
