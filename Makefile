@@ -26,7 +26,10 @@ demo: install
 	@echo; echo "Asking the first question again: its written-back answer is now in memory."
 	$(BIN)/ruvllm ask "What does json.dumps do?"
 
+# ruff and mypy first (seconds), then the whole suite, real-model tests included.
 test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -38,6 +39,11 @@ from ruvllm.telemetry import Stopwatch
 RECENT_REQUESTS = 1024  # responses kept in memory so feedback can refer to them
 MAX_QUERY_CHARS = 64_000  # beyond this no configured context window can hold the question
 HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similarity
+# A source whose name the question spells out ("What does json.dumps do?") gets this much
+# added to its similarity: dense encoders blur identifiers, and a named symbol is the best
+# evidence of what the user means. Measured on the demo: json.dumps moves from 2nd to 1st.
+NAME_BOOST = 0.25
+IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b")
 INGEST_BATCH = 256
 
 ProgressFn = Callable[[int, int], None]
@@ -259,6 +265,9 @@ class RuvLLM:
             raise InvalidInputError(f"max_tokens must be an integer in [1, {self.config.llm.n_ctx // 2}]")
         sw = Stopwatch()
         mc = self.config.memory
+        if self._embedder is None:
+            with sw.stage("load_encoder"):  # first query of a process: not part of "embed"
+                _ = self.embedder
         with sw.stage("embed"):
             qvec = self.embedder.embed([question])[0]  # (dim,)
         with sw.stage("search"):
@@ -270,7 +279,7 @@ class RuvLLM:
                 if hits and mc.hops > 0 else []
             )
         with sw.stage("rank"):
-            ranked = _rank(qvec, hits, expanded)
+            ranked = _rank(question, qvec, hits, expanded)
         with sw.stage("route"):
             decision = self.router.route(RouteInput(
                 query=question, n_query_tokens=int(len(question.split()) * 1.3) + 1,
@@ -417,8 +426,10 @@ def _check_question(text: object) -> str:
     return question
 
 
-def _rank(qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> list[ContextItem]:
-    """Retrieved nodes by similarity; graph neighbours by their own similarity, discounted per hop."""
+def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> list[ContextItem]:
+    """Retrieved nodes by similarity; graph neighbours by their own similarity, discounted per hop;
+    a source the question names explicitly is lifted by ``NAME_BOOST``."""
+    named = set(IDENTIFIER.findall(question))
     items: dict[str, ContextItem] = {}
     for h in hits:
         n = h.node
@@ -429,6 +440,10 @@ def _rank(qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> lis
             continue
         sim = float(np.dot(qvec, n.vector) / (np.linalg.norm(n.vector) * np.linalg.norm(qvec) + 1e-9))
         items[n.id] = ContextItem(n.id, n.text, sim * HOP_DISCOUNT ** e.hop, n.source, n.type.value, e.hop)
+    if named:
+        for item in items.values():
+            if item.source.rpartition(":")[2] in named:
+                item.score += NAME_BOOST
     return sorted(items.values(), key=lambda c: -c.score)
 
 
