@@ -126,7 +126,7 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
         ctx = "\n".join(body.split("\n")[:40])
         msgs = [ChatMessage("system", "Answer from the context. Quote it exactly."),
                 ChatMessage("user", f"Context:\n{ctx}\n\nCopy the first five lines of the context exactly.")]
-        sp = SamplingParams(max_tokens=max_tokens * 2, temperature=0.0)
+        sp = SamplingParams(max_tokens=32, temperature=0.0)
         variants: list[tuple[str, Any]] = [("plain", ""), ("prompt-lookup", "prompt-lookup")]
         if name == "qwen2.5-coder-1.5b":
             variants.append(("draft 0.5B", "draft"))
@@ -187,12 +187,13 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(results: list[dict[str, Any]], quick: bool, runs: int, cfg: dict[str, Any]) -> str:
-    cmd = "nice -n 10 .venv/bin/python bench/llm.py" + (" --quick" if quick else "")
+def _write(results: list[dict[str, Any]], quick: bool, runs: int, cfg: dict[str, Any], tag: str,
+           argv: list[str]) -> str:
+    cmd = " ".join(["nice -n 10 .venv/bin/python bench/llm.py", *argv])
     res = {"command": cmd, "machine": f"{platform.machine()} {os.cpu_count()} cpus (shared)",
            "runs": runs, "max_tokens": cfg["max_tokens"], "models": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if quick else ""
+    suffix = ("-quick" if quick else "") + tag
     (RESULTS / f"llm{suffix}.json").write_text(json.dumps(res, indent=2))
     md = to_markdown(res)
     (RESULTS / f"llm{suffix}.md").write_text(md)
@@ -204,6 +205,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: gemma only, 2 runs, short prompts")
     ap.add_argument("--models", nargs="*", default=None)
     ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--lengths", type=int, nargs="*", default=None, help="prompt lengths (default 100 1000)")
+    ap.add_argument("--tag", default="", help="results file suffix, e.g. -1.5b for a partial run")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child process: one model, JSON on stdout
     ap.add_argument("--cfg", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -213,7 +216,7 @@ def main() -> None:
         return
     models = args.models or (["gemma3-270m"] if args.quick else MODELS)
     runs = args.runs or (2 if args.quick else 5)
-    cfg = {"runs": runs, "lengths": [100, 1000] if not args.quick else [100, 400],
+    cfg = {"runs": runs, "lengths": args.lengths or ([100, 1000] if not args.quick else [100, 400]),
            "max_tokens": 12 if args.quick else 24, "spec": True}
     results: list[dict[str, Any]] = []
     md = ""
@@ -227,7 +230,8 @@ def main() -> None:
             continue
         results.append(json.loads(line[7:]))
         print(f"{name}: done in {time.time() - t0:.0f}s", file=sys.stderr)
-        md = _write(results, args.quick, runs, cfg)  # after each model, so a long run leaves partial results
+        # written after each model, so a long run leaves partial results
+        md = _write(results, args.quick, runs, cfg, args.tag, sys.argv[1:])
     print(md)
 
 

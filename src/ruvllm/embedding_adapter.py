@@ -146,3 +146,14 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise InvalidInputError(f"embed() takes strings, got {type(t).__name__}")
     return items
+
+
+def adapter_from_config(cfg: Any, models_dir: str | Path) -> EmbeddingAdapter:
+    """``embedding.kind = "adapter"``: the GGUF ``embedding.llm_model`` (a registry name or a path,
+    default gemma3-270m) and the projection ``embedding.adapter_projection`` ('' → unfitted)."""
+    from ruvllm.llm.registry import Registry
+
+    model = getattr(cfg, "llm_model", "") or "gemma3-270m"
+    path = Path(model) if model.endswith(".gguf") else Registry(models_dir).path(model)
+    return EmbeddingAdapter(path, projection_path=getattr(cfg, "adapter_projection", "") or None,
+                            max_chars=getattr(cfg, "max_chars", 2000))
