@@ -52,7 +52,10 @@ class EmbeddingAdapter:
         self.name = name or f"adapter:{self.model_path.stem}"
         self._lock = threading.Lock()
         self.fitted = False
-        if projection_path and Path(projection_path).is_file():
+        if projection_path:
+            if not Path(projection_path).is_file():
+                raise ModelNotFoundError(f"adapter projection {projection_path} does not exist; fit one "
+                                         "(bench/embedding.py saves one) or leave embedding.adapter_projection empty")
             self.load(projection_path)
         else:
             rng = np.random.default_rng(seed)
