@@ -2,7 +2,8 @@
 
     nice -n 10 .venv/bin/python -m bench.attention
 
-Corpus: the Python standard library's docstrings (``ruvllm.ingest.stdlib_docs``, ~4,500 chunks)
+Corpus: the Python standard library's docstrings (``ruvllm.ingest.stdlib_docs``; by default the 36
+modules of the router's QA set, ~1,100 chunks; ``--modules all``: ~4,500 chunks)
 with their graph: ``Follows`` between consecutive chunks of a docstring, ``SameTopic`` from a
 member to its module/class (``Doc.links``). Vectors: the real sentence encoder
 (``ruvllm.embedding.SentenceEmbedder``, all-MiniLM-L6-v2), cached in results/tmp/attention/.
@@ -42,10 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def corpus_and_vectors(cache: Path) -> tuple[list[Any], np.ndarray]:
-    from ruvllm.ingest import stdlib_docs
+def corpus_and_vectors(cache: Path, modules: str) -> tuple[list[Any], np.ndarray]:
+    from ruvllm.ingest import STDLIB_MODULES, stdlib_docs
+    from ruvllm.router.oracle import QA_MODULES
 
-    docs = stdlib_docs()
+    docs = stdlib_docs(list({"all": STDLIB_MODULES, "qa": QA_MODULES}.get(modules) or modules.split(",")))
     key = hashlib.sha256("\n".join(d.key + d.text for d in docs).encode()).hexdigest()[:16]
     f = cache / f"vectors-{key}.npy"
     if f.exists():
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ruvllm.memory.schema import EdgeType, Node, NodeMetadata
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--per-type", type=int, default=600)
+    ap.add_argument("--modules", default="qa", help="qa (router/oracle.QA_MODULES, ~1,100 chunks) | all "
+                    "(ingest.STDLIB_MODULES, ~4,500 chunks) | a comma list")
+    ap.add_argument("--per-type", type=int, default=400)
     ap.add_argument("--seeds", type=int, default=20, help="k of the vector search before expansion")
     ap.add_argument("--hops", type=int, default=2)
     ap.add_argument("--limit", type=int, default=64)
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "attention"))
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    docs, V = corpus_and_vectors(ROOT / "results" / "tmp" / "attention")
+    docs, V = corpus_and_vectors(ROOT / "results" / "tmp" / "attention", args.modules)
     V = V / np.linalg.norm(V, axis=1, keepdims=True)
     from ruvllm.embedding import SentenceEmbedder
 

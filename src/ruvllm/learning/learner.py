@@ -168,7 +168,8 @@ class ReplayPlugin(Plugin):
 
 class EWCPlugin(Plugin):
     """Online EWC. Every ``every`` updates the Fisher is estimated on the last ``window``
-    new experiences and folded in; the penalty applies from the first consolidation on."""
+    new experiences and folded in; the penalty applies from the first consolidation on.
+    Put it before ``ReplayPlugin`` so its window holds new experiences only."""
 
     rollback = True
 
@@ -178,7 +179,7 @@ class EWCPlugin(Plugin):
         self.recent: deque[Experience] = deque(maxlen=window or self.ewc.cfg.fisher_samples)
 
     def before_update(self, learner: OnlineLearner, batch: list[Experience]) -> list[Experience]:
-        self.recent.extend(e for e in batch if not e.meta.get("_replayed"))
+        self.recent.extend(batch)  # placed before ReplayPlugin, so these are the new experiences
         return batch
 
     def penalty(self, learner: OnlineLearner) -> torch.Tensor | None:
