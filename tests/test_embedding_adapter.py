@@ -68,6 +68,8 @@ def test_bad_inputs(adapter: EmbeddingAdapter, tmp_path: Path) -> None:
         adapter.embed([1, 2])  # type: ignore[list-item]
     with pytest.raises(ModelNotFoundError):
         EmbeddingAdapter(tmp_path / "missing.gguf")
+    with pytest.raises(ModelNotFoundError, match="projection"):
+        EmbeddingAdapter(adapter.model_path, projection_path=tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     np.savez(bad, mu=np.zeros(3), W=np.zeros((3, 384)), b=np.zeros(384), d_model=np.int64(3))
     with pytest.raises(ModelLoadError, match="refit"):

@@ -38,6 +38,9 @@ class EmbeddingAdapter:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelNotFoundError(f"embedding adapter model {self.model_path} does not exist")
+        if projection_path and not Path(projection_path).is_file():
+            raise ModelNotFoundError(f"adapter projection {projection_path} does not exist; fit one "
+                                     "(bench/embedding.py saves one) or leave embedding.adapter_projection empty")
         try:
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(self.model_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
@@ -53,9 +56,6 @@ class EmbeddingAdapter:
         self._lock = threading.Lock()
         self.fitted = False
         if projection_path:
-            if not Path(projection_path).is_file():
-                raise ModelNotFoundError(f"adapter projection {projection_path} does not exist; fit one "
-                                         "(bench/embedding.py saves one) or leave embedding.adapter_projection empty")
             self.load(projection_path)
         else:
             rng = np.random.default_rng(seed)
