@@ -185,6 +185,27 @@ def test_openai_client_errors(client: openai.OpenAI) -> None:
         bad.models.list()
 
 
+def _in_flight(http: httpx.Client) -> float:
+    line = next(ln for ln in http.get("/metrics").text.splitlines() if ln.startswith("ruvllm_in_flight "))
+    return float(line.split()[1])
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_the_model(server: Server, http: httpx.Client) -> None:
+    body = {"model": "gemma3-270m", "stream": True, "max_tokens": 400,
+            "messages": [{"role": "user", "content": "Explain every function of the json module in detail."}]}
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {KEY}"}) as c, \
+            c.stream("POST", server.url + "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        got = [ln for _, ln in zip(range(6), lines, strict=False)]
+        assert any('"content"' in ln for ln in got)
+        assert _in_flight(http) == 1.0
+    t0 = time.monotonic()  # closed after a few tokens; 400 tokens would take far longer than this
+    while _in_flight(http) != 0.0:
+        assert time.monotonic() - t0 < 10, "generation went on after the client left"
+        time.sleep(0.1)
+
+
 # ---- ruvllm's own routes ---------------------------------------------------------------------
 
 
