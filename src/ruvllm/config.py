@@ -143,6 +143,8 @@ class ServerConfig:
     api_key: str = ""
     max_request_bytes: int = 1_000_000
     request_timeout_s: float = 120.0
+    slots: int = 1  # model calls at once (1 on a 2-core CPU: llama.cpp already uses every thread)
+    max_queue: int = 16  # requests that may wait for a slot; more get 503 + Retry-After
 
 
 @dataclass
@@ -228,7 +230,9 @@ class Config:
         check(0.0 <= w.quality_threshold <= 1.0, "writeback.quality_threshold must be in [0, 1]")
         check(0.0 < w.dup_similarity <= 1.0, "writeback.dup_similarity must be in (0, 1]")
         check(0.0 < w.minhash_threshold <= 1.0, "writeback.minhash_threshold must be in (0, 1]")
-        check(1 <= self.server.port <= 65535, "server.port must be in [1, 65535]")
+        check(0 <= self.server.port <= 65535, "server.port must be in [0, 65535] (0: any free port)")
+        check(self.server.slots >= 1, "server.slots must be >= 1")
+        check(self.server.max_queue >= 0, "server.max_queue must be >= 0")
 
 
 # --------------------------------------------------------------------------------------

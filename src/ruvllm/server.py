@@ -572,7 +572,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app. ``factory(config)`` builds the ``RuvLLM`` (in a worker thread, at startup)."""
     config = config or Config.load()
-    options = options or ServerOptions()
+    options = options or ServerOptions(slots=config.server.slots, max_queue=config.server.max_queue)
     state = ServerState(config, options, factory or _default_factory)
     timeout_s = float(config.server.request_timeout_s)
 
@@ -933,10 +933,12 @@ def serve_command(
     api_key: Annotated[
         str | None, typer.Option(envvar="RUVLLM_API_KEY", help="Require 'Authorization: Bearer <key>'.")
     ] = None,
-    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a model; more get 503.")] = (
-        DEFAULT_MAX_QUEUE
-    ),
-    slots: Annotated[int, typer.Option(help="Model calls run at once (1 on a 2-core CPU).")] = DEFAULT_SLOTS,
+    max_queue: Annotated[
+        int | None, typer.Option(help="Requests that may wait for a model; more get 503 (default: server.max_queue).")
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="Model calls run at once (default: server.slots, 1 on a 2-core CPU).")
+    ] = None,
     ingest_stdlib: Annotated[
         str | None, typer.Option(help="Comma-separated stdlib modules to ingest before serving.")
     ] = None,
@@ -958,7 +960,9 @@ def serve_command(
         overrides["server.api_key"] = api_key
     cfg = Config.load(config, **overrides)
     mods = [m.strip() for m in ingest_stdlib.split(",") if m.strip()] if ingest_stdlib else []
-    opts = ServerOptions(slots=slots, max_queue=max_queue, preload=preload, ingest_stdlib=mods)
+    opts = ServerOptions(slots=cfg.server.slots if slots is None else slots,
+                         max_queue=cfg.server.max_queue if max_queue is None else max_queue,
+                         preload=preload, ingest_stdlib=mods)
     serve(cfg, host=host, port=port, options=opts, port_file=port_file, log_level=log_level, access_log=access_log)
 
 
