@@ -25,7 +25,7 @@ from ruvllm import judge
 from ruvllm.config import Config
 from ruvllm.datadir import open_data_dir, write_json_atomic
 from ruvllm.embedding import Embedder, make_embedder
-from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelNotFoundError, NotFoundError
+from ruvllm.errors import ConfigError, ContextOverflowError, InvalidInputError, ModelNotFoundError, NotFoundError
 from ruvllm.ingest import Doc, file_docs, stdlib_docs
 from ruvllm.llm import ModelPool, Registry
 from ruvllm.llm.base import Generation, Generator, SamplingParams
@@ -33,6 +33,7 @@ from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.router.base import Decision, RouteInput, Router
+from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
 
@@ -163,7 +164,11 @@ class RuvLLM:
             if self.config.router.kind == "fastgrnn":
                 from ruvllm.router.fastgrnn_router import FastGRNNRouter
 
-                self._router = FastGRNNRouter.load(Path(self.config.router.model_path), models=models)
+                if not self.config.router.model_path:
+                    raise ConfigError("router.kind = 'fastgrnn' needs router.model_path: train one with "
+                                      "`ruvllm router train` and point router.model_path at it")
+                self._router = FastGRNNRouter.load(Path(self.config.router.model_path), models=models,
+                                                   max_context=self.config.llm.n_ctx)
             else:
                 self._router = RuleRouter(models, sizes, max_context=self.config.llm.n_ctx)
         return self._router
@@ -281,9 +286,11 @@ class RuvLLM:
         with sw.stage("rank"):
             ranked = _rank(question, qvec, hits, expanded)
         with sw.stage("route"):
+            features = feature_input_from_search(question, qvec, hits, ranked, k_requested=mc.k)
             decision = self.router.route(RouteInput(
                 query=question, n_query_tokens=int(len(question.split()) * 1.3) + 1,
-                top_score=hits[0].score if hits else 0.0, n_hits=len(hits), session_id=session_id,
+                top_score=hits[0].score if hits else 0.0, n_hits=len(hits), features=features,
+                session_id=session_id,
             ))
             decision = self._apply_overrides(decision, model)
         with sw.stage("load"):

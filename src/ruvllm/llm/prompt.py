@@ -19,7 +19,9 @@ SYSTEM_PROMPT = (
     "Answer in one to three sentences. If the context does not contain the answer, say you don't know."
 )
 COMPLETION_HEADER = "Answer the question in one or two sentences using the context.\n\nContext:\n"
-COMPLETION_STOP: tuple[str, ...] = ("\n\n", "\nQuestion:", "\nContext:")
+# A base model that starts a new question, or recites the numbered context ("\n[6] ..."), has
+# stopped answering.
+COMPLETION_STOP: tuple[str, ...] = ("\n\n", "\nQuestion:", "\nContext:", "\n[")
 TEMPLATE_OVERHEAD_TOKENS = 24  # chat-template special tokens and role markers
 
 
