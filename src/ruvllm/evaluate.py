@@ -24,6 +24,7 @@ The report folder holds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib.util
 import json
@@ -357,7 +358,7 @@ def markdown_tables(md: str) -> list[tuple[str, list[str]]]:
     """Every table in a Markdown text as (the heading above it, its lines)."""
     tables: list[tuple[str, list[str]]] = []
     heading, cur = "", []
-    for line in md.splitlines() + [""]:
+    for line in [*md.splitlines(), ""]:
         if line.lstrip().startswith("|"):
             cur.append(line.strip())
             continue
@@ -498,11 +499,9 @@ def _git(root: Path, *args: str) -> str:
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "cpus": os.cpu_count(), "python": platform.python_version()}
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                                  if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     try:
         kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
                   if ln.startswith("MemTotal"))
@@ -564,8 +563,8 @@ def build_report(opts: EvalOptions, runs: list[BenchRun], latency: BenchRun | No
         ("router", "router/router_bench.json", plot_router, "router_cost_quality.png", "Router cost–quality curve"),
         ("learning", "learning/learning_bench.json", plot_learning, "learning_curve.png", "Learning curve"),
     ):
-        r = next((x for x in runs if x.name == name), None)
-        doc, src = (r.data, "this run") if r is not None and r.data else (_recorded(root, rel), "")
+        found = next((x for x in runs if x.name == name), None)
+        doc, src = (found.data, "this run") if found is not None and found.data else (_recorded(root, rel), "")
         if doc is None:
             continue
         if not src:
@@ -648,8 +647,10 @@ def _names(s: str) -> tuple[str, ...]:
 
 
 def eval_command(
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: results/eval-<timestamp>/).")] = None,
-    full: Annotated[bool, typer.Option("--full", help="The recorded sizes instead of the quick modes (hours).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: results/eval-<timestamp>/).")] \
+        = None,
+    full: Annotated[bool, typer.Option("--full", help="The recorded sizes instead of the quick modes (hours).")] \
+        = False,
     only: Annotated[str, typer.Option("--only", help="Comma-separated benches to run (and/or 'latency').")] = "",
     skip: Annotated[str, typer.Option("--skip", help="Comma-separated benches to leave out.")] = "",
     queries: Annotated[int | None, typer.Option("--queries", help="Real queries for the latency CDF "
