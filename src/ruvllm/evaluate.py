@@ -73,7 +73,7 @@ class BenchSpec:
 BENCHES: tuple[BenchSpec, ...] = (
     BenchSpec("memory", quick=("--n", "5000", "--queries", "200"), full=("--n", "100000", "--dim", "384"),
               needs=("hnswlib",)),
-    BenchSpec("router", quick=("--embedder", "hash", "--limit", "400"), full=(),
+    BenchSpec("router", quick=("--embedder", "hash", "--limit", "120"), full=(),
               out_flags=("--out", "{out}", "--work", "{out}/work"), table="Held-out"),
     BenchSpec("learning", quick=("--tasks", "3", "--cycles-per-task", "150", "--eval-every", "50"), full=(),
               needs=("torch",)),
