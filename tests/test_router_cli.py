@@ -16,7 +16,7 @@ from ruvllm.router.fastgrnn_router import FastGRNNRouter
 from ruvllm.router.pipeline import PipelineConfig, build_labels, hash_embed, select_items
 
 TINY = ["--labels", "synthetic", "--embedder", "hash", "--modules", "json,math,textwrap,heapq,bisect,base64",
-        "--epochs", "6", "--seed", "1"]
+        "--limit", "120", "--epochs", "6", "--seed", "1"]
 
 
 def _train(out: Path, *extra: str) -> object:
