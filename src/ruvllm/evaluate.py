@@ -553,7 +553,8 @@ def build_report(opts: EvalOptions, runs: list[BenchRun], latency: BenchRun | No
             lines += [f"{len(d['queries'])} queries over a temporary data dir with stdlib "
                       f"{', '.join(d['modules'])} ingested ({d['ingested_nodes']} nodes, {d['ingest_s']} s); "
                       f"model(s): {', '.join(models)}; max_tokens {d['max_tokens'] or 'config default'}. "
-                      "The warm-up query (encoder and model load) is shown apart and not in the CDF.", "",
+                      "The warm-up query (encoder and first model load) is shown apart and not in the CDF; "
+                      "a later query routed to a model not loaded yet pays that load in `load`.", "",
                       *latency_table(d), "", "![latency CDF](latency_cdf.png)", ""]
         else:
             lines += ["", f"**{latency.status}**: {latency.note} (see `bench/latency/log.txt`).", ""]
