@@ -220,6 +220,10 @@ def run_bench(spec: BenchSpec, opts: EvalOptions) -> BenchRun:
     if missing:
         return BenchRun(spec.name, "skipped", note=f"optional dependency missing: {', '.join(missing)}", dir=bdir)
     spec = _help_flags(spec, root, opts.nice)
+    if not spec.out_flags and not (spec.fixed_full if opts.full else spec.fixed_quick):
+        return BenchRun(spec.name, "skipped", dir=bdir,
+                        note="its --help lists no --out, so running it would overwrite its recorded results in "
+                             "bench/results; give it --out or an entry in ruvllm.evaluate.BENCHES")
     args = opts.bench_args.get(spec.name, spec.full if opts.full else spec.quick)
     out_args = tuple(a.replace("{out}", str(bdir)) for a in spec.out_flags)
     argv = ["nice", "-n", str(opts.nice), sys.executable, "-m", spec.module, *args, *out_args]
