@@ -118,3 +118,33 @@ def test_latency_worker_real_queries_to_cdf(tmp_path: Path) -> None:
     assert table[0].startswith("| stage |") and any(r.startswith("| generate | 2 |") for r in table)
     plot_latency_cdf(doc, tmp_path / "cdf.png")
     assert (tmp_path / "cdf.png").read_bytes().startswith(PNG)
+
+
+HELLO_BENCH = '''
+import argparse, json, pathlib
+ap = argparse.ArgumentParser()
+ap.add_argument("--quick", action="store_true")
+ap.add_argument("--out", required=True)
+a = ap.parse_args()
+out = pathlib.Path(a.out)
+(out / "hello.json").write_text(json.dumps({"quick": a.quick}))
+size = "quick" if a.quick else "full"
+(out / "hello.md").write_text("# Hello bench\\n\\n| size | ok |\\n|---|---|\\n| " + size + " | yes |\\n")
+'''
+
+
+def test_a_new_bench_is_run_by_its_help_flags_or_skipped(tmp_path: Path) -> None:
+    """A bench eval has no entry for: --quick/--out passed when its --help lists them; no --out → skipped."""
+    root = tmp_path / "repo"
+    (root / "bench").mkdir(parents=True)
+    (root / "bench" / "__init__.py").write_text("")
+    (root / "bench" / "hello.py").write_text(HELLO_BENCH)
+    (root / "bench" / "noout.py").write_text("print('would write into bench/results')\n")
+    out = tmp_path / "report"
+    run_eval(EvalOptions(out=out, queries=0, root=root))
+    report = (out / "report.md").read_text()
+    assert "## bench/hello.py — ok" in report and "-m bench.hello --quick --out" in report
+    assert "| quick | yes |" in report
+    assert json.loads((out / "bench" / "hello" / "hello.json").read_text()) == {"quick": True}
+    assert "## bench/noout.py — skipped" in report and "lists no --out" in report
+    assert "Router cost–quality" not in report  # no router JSON in that checkout, none recorded either
