@@ -164,11 +164,12 @@ class RuvLLM:
             if self.config.router.kind == "fastgrnn":
                 from ruvllm.router.fastgrnn_router import FastGRNNRouter
 
-                if not self.config.router.model_path:
-                    raise ConfigError("router.kind = 'fastgrnn' needs router.model_path: train one with "
-                                      "`ruvllm router train` and point router.model_path at it")
-                self._router = FastGRNNRouter.load(Path(self.config.router.model_path), models=models,
-                                                   max_context=self.config.llm.n_ctx)
+                # default: where `ruvllm router train` saves it inside this data dir
+                path = Path(self.config.router.model_path or self.data_dir / "router" / "router")
+                if not (path.exists() or path.with_suffix(".npz").exists()):
+                    raise ConfigError(f"router.kind = 'fastgrnn' but there is no trained router at {path}; "
+                                      "run `ruvllm router train` or set router.model_path")
+                self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx)
             else:
                 self._router = RuleRouter(models, sizes, max_context=self.config.llm.n_ctx)
         return self._router
