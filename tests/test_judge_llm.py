@@ -107,7 +107,7 @@ def test_real_model_judge_parses_and_orders() -> None:
 
     cfg = LLMConfig()
     reg = Registry(os.environ.get("RUVLLM_LLM__MODELS_DIR", cfg.models_dir or "."))
-    name = next((n for n in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b") if reg.is_installed(n)), None)
+    name = next((n for n in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b") if reg.is_installed(n)), None)
     if name is None:
         pytest.skip("no chat judge model installed")
     pool = ModelPool(reg, cfg)
