@@ -294,7 +294,10 @@ def ruvllm_build(base: np.ndarray, work: Path, cfg: dict[str, Any]) -> dict[str,
         meta = (path / "index.json").read_text()
         (path / "index.json").unlink()
         t0 = time.perf_counter()
-        Memory.open(path, dim=dim, params=params, cache_size=0).store.close()  # rebuilt, not saved
+        rebuilt = Memory.open(path, dim=dim, params=params, cache_size=0)
+        rebuilt.store.close()  # rebuilt, not saved
+        if rebuilt._dir_lock is not None:
+            rebuilt._dir_lock.release()
         res["open_rebuild_s"] = round(time.perf_counter() - t0, 2)
         (path / "index.json").write_text(meta)
     res["db_mb"] = round(sum(p.stat().st_size for p in path.glob("memory.db*")) / 2**20, 1)

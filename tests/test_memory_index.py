@@ -134,7 +134,9 @@ def test_index_is_rebuilt_when_unusable(tmp_path: Path, data: np.ndarray, damage
     elif damage == "stale":  # the store moved on without the index (e.g. a crash after writes)
         m2 = _reopen(p)
         m2.add(Node(text="late", vector=data[450]))
-        m2.store.close()  # no index save: simulates a kill
+        m2.store.close()  # no index save: simulates a kill ...
+        assert m2._dir_lock is not None
+        m2._dir_lock.release()  # ... whose flock the kernel would drop
         nodes.append(Node(text="late", vector=data[450]))
     elif damage == "sidecar":
         (p / "index.json").write_text("{not json")

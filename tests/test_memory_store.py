@@ -180,7 +180,7 @@ def test_not_a_database_is_reported_and_never_overwritten(tmp_path: Path) -> Non
     with pytest.raises(StoreCorruptError, match="memory.db"):
         Memory.open(d, dim=DIM)
     assert digest(db) == before
-    assert sorted(p.name for p in d.iterdir()) == ["memory.db"]
+    assert sorted(p.name for p in d.iterdir()) == ["lock", "memory.db"]  # only the owner lock was added
 
 
 def test_foreign_sqlite_schema_is_reported_and_left_alone(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ are kept. See docs/memory.md.
 from __future__ import annotations
 
 import copy
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -45,8 +47,42 @@ log = logging.getLogger("ruvllm.memory")
 DB_FILE = "memory.db"
 INDEX_FILE = "index.hnsw"
 INDEX_META = "index.json"
+LOCK_FILE = "lock"
 MAX_K = 1024
 EXACT_FILTER_LIMIT = 4096  # a filter matching at most this many nodes is answered by exact search
+
+
+class _DirLock:
+    """One process owns a memory directory: a second opener would keep its own index, and the two
+    would drift apart. ``flock`` is released by the kernel when the owner dies, even by kill -9."""
+
+    def __init__(self, fh: Any, path: Path):
+        self.fh = fh
+        self.path = path
+
+    @classmethod
+    def acquire(cls, path: Path) -> _DirLock:
+        fh = path.open("a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "?"
+            fh.close()
+            raise StoreError(
+                f"the memory at {path.parent} is in use by another ruvllm process (pid {owner}); stop it, "
+                "talk to it through `ruvllm serve`, or use another --data-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return cls(fh, path)
+
+    def release(self) -> None:
+        if not self.fh.closed:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
 
 
 @dataclass(slots=True)
@@ -195,6 +231,7 @@ class Memory:
         self._loaded_seq = store.seq() if index_status.get("action") == "loaded" else -1
         self._index_status = index_status
         self._closed = False
+        self._dir_lock: _DirLock | None = None  # set by open()
         self._stats_providers: dict[str, Callable[[], dict[str, Any]]] = {}
 
     # ---- opening / closing -------------------------------------------------------------------
@@ -222,7 +259,12 @@ class Memory:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        store = Store(path / DB_FILE, dim, synchronous=synchronous)
+        lock = _DirLock.acquire(path / LOCK_FILE)
+        try:
+            store = Store(path / DB_FILE, dim, synchronous=synchronous)
+        except BaseException:
+            lock.release()
+            raise
         try:
             count, seq = store.count(), store.seq()
             chosen = hnsw_params_for(count) if auto_params else (params or HnswParams())
@@ -240,13 +282,17 @@ class Memory:
                 status = {"action": "rebuilt", "reason": reason, "seconds": round(secs, 3)}
         except sqlite3.DatabaseError as exc:
             store.close()
+            lock.release()
             raise StoreCorruptError(f"{store.path} is damaged ({exc}); it was left untouched — restore it from a "
                                     "backup or move it away to start an empty memory") from None
         except BaseException:
             store.close()
+            lock.release()
             raise
-        return cls(path, store, index, auto_params=auto_params, cache=QueryCache(cache_size, cache_ttl_s),
-                   index_status=status, node_cache=node_cache)
+        mem = cls(path, store, index, auto_params=auto_params, cache=QueryCache(cache_size, cache_ttl_s),
+                  index_status=status, node_cache=node_cache)
+        mem._dir_lock = lock
+        return mem
 
     @staticmethod
     def _rebuild(store: Store, params: HnswParams, count: int) -> HnswIndex:
@@ -287,6 +333,8 @@ class Memory:
             finally:
                 self._closed = True
                 self.store.close()
+                if self._dir_lock is not None:
+                    self._dir_lock.release()
 
     def __enter__(self) -> Memory:
         return self
