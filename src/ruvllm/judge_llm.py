@@ -130,7 +130,7 @@ class LLMJudge:
     def __init__(self, generator: Generator, *, params: SamplingParams | None = None,
                  weights: dict[str, float] | None = None, max_context_chars: int = 3000, retries: int = 1):
         self.gen = generator
-        self.params = params or SamplingParams(max_tokens=96, temperature=0.0)
+        self.params = params or SamplingParams(max_tokens=160, temperature=0.0)
         self.weights = weights or DEFAULT_WEIGHTS
         self.max_context_chars = max_context_chars
         self.retries = retries
