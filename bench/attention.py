@@ -49,7 +49,9 @@ def corpus_and_vectors(cache: Path, modules: str) -> tuple[list[Any], np.ndarray
     from ruvllm.router.oracle import QA_MODULES
 
     docs = stdlib_docs(list({"all": STDLIB_MODULES, "qa": QA_MODULES}.get(modules) or modules.split(",")))
-    key = hashlib.sha256("\n".join(d.key + d.text for d in docs).encode()).hexdigest()[:16]
+    # keyed on the chunk keys only: ingest's signatures embed reprs like "<function f at 0x7f…>",
+    # so the text changes from process to process while the chunks are the same
+    key = hashlib.sha256("\n".join(d.key for d in docs).encode()).hexdigest()[:16]
     f = cache / f"vectors-{key}.npy"
     if f.exists():
         return docs, np.load(f)
