@@ -51,3 +51,12 @@ def test_file_docs_errors(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_bytes(b"\x00binary")
     with pytest.raises(InvalidInputError, match="binary"):
         file_docs(tmp_path / "x.txt")
+
+
+def test_signatures_are_stable_across_processes() -> None:
+    """Defaults such as ``<function IS_CHARACTER_JUNK at 0x7f...>`` must not carry an address."""
+    import re
+
+    docs = stdlib_docs(["difflib"])
+    assert docs
+    assert not [d.key for d in docs if re.search(r" at 0x[0-9a-fA-F]+", d.text)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,9 +99,14 @@ def _docs_for(qualname: str, header: str, doc: str, domain: str, tags: list[str]
     return out
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
 def _signature(obj: object) -> str:
+    """The call signature, stable across processes: a default like ``<function f at 0x7f…>``
+    loses its address, or the same docstring would read differently in every run."""
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        return _ADDRESS.sub(">", str(inspect.signature(obj)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
 
