@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,9 +458,8 @@ def plot_router(doc: dict[str, Any], path: Path) -> None:
         ax.set_title(split, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    labels = doc.get("labels", {}).get("labels", "?")
-    fig.suptitle(f"Router cost–quality curve ({labels.upper()} labels; {doc.get('label_note', '')[:90]})",
-                 fontsize=8)
+    note = doc.get("label_note") or f"{doc.get('labels', {}).get('labels', '?')} labels"
+    fig.suptitle("Router cost–quality curve — " + "\n".join(textwrap.wrap(note, 130)), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
