@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -97,28 +98,14 @@ def test_prompt_has_rubric_context_and_completion_prefix() -> None:
 
 
 @pytest.mark.model
-def test_real_model_judge_parses_and_orders() -> None:
-    """The real chat model as judge: replies parse (or are counted), and a grounded correct answer
-    scores at least as high as an invented one."""
-    import os
-
-    from ruvllm.config import LLMConfig
-    from ruvllm.llm import ModelPool, Registry
-
-    cfg = LLMConfig()
-    reg = Registry(os.environ.get("RUVLLM_LLM__MODELS_DIR", cfg.models_dir or "."))
-    name = next((n for n in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b") if reg.is_installed(n)), None)
-    if name is None:
-        pytest.skip("no chat judge model installed")
-    pool = ModelPool(reg, cfg)
-    try:
-        j = LLMJudge(pool.get(name))
-        ctx = ["Function json.dumps (module json).\nSerialize obj to a JSON formatted str."]
-        good = j.score("What does json.dumps do?", "It serializes a Python object to a JSON formatted string.", ctx)
-        bad = j.score("What does json.dumps do?", "It deletes files from the disk and reboots the computer.", ctx)
-        s = j.stats()
-        assert s["calls"] >= 2 and s["ok"] + s["malformed"] + s["errors"] == s["calls"]
-        if good is not None and bad is not None:
-            assert good.accuracy >= bad.accuracy
-    finally:
-        pool.close()
+def test_real_model_judge_parses_and_orders(qwen: Any) -> None:
+    """The real chat model as judge (the session's shared Qwen 0.5B): replies parse (or are
+    counted), and a grounded correct answer scores at least as high as an invented one."""
+    j = LLMJudge(qwen)
+    ctx = ["Function json.dumps (module json).\nSerialize obj to a JSON formatted str."]
+    good = j.score("What does json.dumps do?", "It serializes a Python object to a JSON formatted string.", ctx)
+    bad = j.score("What does json.dumps do?", "It deletes files from the disk and reboots the computer.", ctx)
+    s = j.stats()
+    assert s["calls"] >= 2 and s["ok"] + s["malformed"] + s["errors"] == s["calls"]
+    if good is not None and bad is not None:
+        assert good.accuracy >= bad.accuracy

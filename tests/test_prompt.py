@@ -1,4 +1,6 @@
-from ruvllm.llm.prompt import ContextItem, build_prompt
+import pytest
+
+from ruvllm.llm.prompt import ContextItem, build_prompt, clean_answer
 
 
 def words(text: str) -> int:
@@ -29,3 +31,18 @@ def test_chat_style_puts_context_in_the_user_turn() -> None:
 def test_no_context() -> None:
     built = build_prompt("q?", [], style="completion", context_budget=100, count_tokens=words)
     assert "(no context found)" in built.prompt and built.used == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (" It serializes obj.", "It serializes obj."),
+        ("\n[1] (stdlib:json.dumps) Function json.dumps.\nSerialize obj.\n[2] (x) other",
+         "Function json.dumps.\nSerialize obj."),
+        ("[3] Serialize obj.", "Serialize obj."),
+        ("Use a list [1, 2].", "Use a list [1, 2]."),
+        ("", ""),
+    ],
+)
+def test_clean_answer_drops_recited_markers(raw: str, want: str) -> None:
+    assert clean_answer(raw) == want

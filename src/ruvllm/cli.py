@@ -167,11 +167,13 @@ def models(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 
 
 def _mount_subcommands() -> None:
-    """Commands that live beside the parts they drive: `ruvllm serve`, `ruvllm router ...`."""
+    """Commands that live beside the parts they drive: `ruvllm serve`, `ruvllm eval`, `ruvllm router ...`."""
+    from ruvllm.evaluate import eval_command
     from ruvllm.router.cli import router_app
     from ruvllm.server import serve_command
 
     app.command("serve")(serve_command)
+    app.command("eval")(eval_command)
     app.add_typer(router_app, name="router")
 
 

@@ -29,7 +29,7 @@ from ruvllm.errors import ConfigError, ContextOverflowError, InvalidInputError, 
 from ruvllm.ingest import Doc, file_docs, stdlib_docs
 from ruvllm.llm import ModelPool, Registry
 from ruvllm.llm.base import Generation, Generator, SamplingParams
-from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt
+from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answer
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.router.base import Decision, RouteInput, Router
@@ -307,7 +307,7 @@ class RuvLLM:
     def _finish(self, plan: _Plan, out: Generation, writeback: bool | None) -> QueryResponse:
         """Everything after generation: judge, write-back, the response."""
         sw, built = plan.sw, plan.built
-        answer = out.text.strip()
+        answer = clean_answer(out.text)
         with sw.stage("judge"):
             quality = judge.grounding(answer, [c.text for c in built.used])
         wb: dict[str, Any] | None = None

@@ -9,6 +9,7 @@ the answer's sources.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,9 +20,12 @@ SYSTEM_PROMPT = (
     "Answer in one to three sentences. If the context does not contain the answer, say you don't know."
 )
 COMPLETION_HEADER = "Answer the question in one or two sentences using the context.\n\nContext:\n"
-# A base model that starts a new question, or recites the numbered context ("\n[6] ..."), has
-# stopped answering.
-COMPLETION_STOP: tuple[str, ...] = ("\n\n", "\nQuestion:", "\nContext:", "\n[")
+# A base model that starts a new question has stopped answering.
+COMPLETION_STOP: tuple[str, ...] = ("\n\n", "\nQuestion:", "\nContext:")
+# A small base model often answers by reciting a context line ("[1] (stdlib:json.dumps) Function
+# json.dumps ... Serialize obj to a JSON formatted str.") and then the next one: keep the recited
+# text, drop the line marker and whatever follows the next marker.
+_MARKER = re.compile(r"^\s*\[\d+\]\s*(?:\([^)\n]*\)\s*)?")
 TEMPLATE_OVERHEAD_TOKENS = 24  # chat-template special tokens and role markers
 
 
@@ -79,3 +83,10 @@ def build_prompt(
     messages = [ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", user)]
     tokens = count_tokens(SYSTEM_PROMPT) + count_tokens(user) + TEMPLATE_OVERHEAD_TOKENS
     return BuiltPrompt(style, messages=messages, used=used, prompt_tokens=tokens)
+
+
+def clean_answer(text: str) -> str:
+    """The answer without recited context markers (see ``_MARKER``)."""
+    answer = _MARKER.sub("", text.strip())
+    cut = answer.find("\n[")
+    return (answer[:cut] if cut > 0 else answer).strip()
