@@ -248,7 +248,7 @@ def test_curl_chat_stream_and_errors(server: Server) -> None:
     status, headers, text = _curl(server, "-H", "Content-Type: application/json", "-d", body, url)
     assert status == 200 and headers["x-ruvllm-request-id"]
     data = json.loads(text)
-    assert data["choices"][0]["message"]["content"]
+    assert data["choices"][0]["message"]["content"], json.dumps(data)[:3000]
     _ack(data["ruvllm"])
 
     stream_body = json.dumps({**json.loads(body), "stream": True})

@@ -7,6 +7,7 @@ This module wires parts together and measures each stage; the algorithms live in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -98,6 +99,8 @@ class _Plan:
     params: SamplingParams
     built: BuiltPrompt
     sw: Stopwatch
+    ranked: list[ContextItem] = field(default_factory=list)
+    forced: bool = False  # the caller chose the model: no escalation
 
 
 @dataclass
@@ -230,7 +233,29 @@ class RuvLLM:
         plan = self._plan(text, model=model, max_tokens=max_tokens, session_id=session_id)
         with plan.sw.stage("generate"):
             out = _generate(plan.gen, plan.built, plan.params)
+        if not clean_answer(out.text) and (bigger := self._escalation_target(plan)) is not None:
+            # a self-check of the cascade: an empty answer goes to the next larger installed model
+            plan = self._escalate(plan, bigger, f"empty answer from {plan.decision.model}")
+            with plan.sw.stage("generate_escalated"):
+                out = _generate(plan.gen, plan.built, plan.params)
         return self._finish(plan, out, writeback)
+
+    def _escalation_target(self, plan: _Plan) -> str | None:
+        if plan.forced:
+            return None
+        size = self.registry.spec(plan.decision.model).params_m
+        larger = [m for m in self.installed_models() if self.registry.spec(m).params_m > size]
+        return min(larger, key=lambda m: self.registry.spec(m).params_m) if larger else None
+
+    def _escalate(self, plan: _Plan, model: str, why: str) -> _Plan:
+        d = plan.decision
+        decision = Decision(model, d.context_tokens, d.temperature, d.top_p, d.confidence,
+                            reason=f"escalated: {why} ({d.reason})", model_probs=d.model_probs)
+        with plan.sw.stage("load"):
+            gen = self.pool.get(model)
+        with plan.sw.stage("prompt"):
+            built = self._build(plan.question, plan.ranked, decision, gen, plan.params)
+        return dataclasses.replace(plan, decision=decision, gen=gen, built=built)
 
     def stream(
         self,
@@ -302,7 +327,7 @@ class RuvLLM:
         ).validate()
         with sw.stage("prompt"):
             built = self._build(question, ranked, decision, gen, params)
-        return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw)
+        return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw, ranked, model is not None)
 
     def _finish(self, plan: _Plan, out: Generation, writeback: bool | None) -> QueryResponse:
         """Everything after generation: judge, write-back, the response."""
@@ -457,16 +482,42 @@ def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequen
 
 def _generate(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Generation:
     if built.style == "completion":
-        p = SamplingParams(params.max_tokens, params.temperature, params.top_p, built.stop, params.seed)
-        return gen.complete(built.prompt, p)
+        t0 = time.perf_counter()
+        ttft = 0.0
+        pieces: list[str] = []
+        for piece in _stream(gen, built, params):
+            if not pieces:
+                ttft = (time.perf_counter() - t0) * 1000.0
+            pieces.append(piece)
+        text = "".join(pieces)
+        return Generation(text, built.prompt_tokens, gen.count_tokens(text) if text else 0, "stop", ttft_ms=ttft,
+                          total_ms=(time.perf_counter() - t0) * 1000.0, model=gen.name)
     return gen.chat(built.messages, params)
 
 
 def _stream(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Iterator[str]:
     if built.style == "completion":
-        p = SamplingParams(params.max_tokens, params.temperature, params.top_p, built.stop, params.seed)
-        return gen.stream_complete(built.prompt, p)
+        return _until_blank_line(gen, built, params)
     return gen.stream_chat(built.messages, params)
+
+
+def _until_blank_line(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Iterator[str]:
+    """A base model's answer ends at its first blank line *after* some text: passing "\n\n" to
+    llama.cpp as a stop would end the many answers that begin with one, empty. Leaving the loop
+    closes the generator, which stops llama.cpp."""
+    stops = tuple(s for s in built.stop if s.strip())
+    p = SamplingParams(params.max_tokens, params.temperature, params.top_p, stops, params.seed)
+    text = ""
+    for piece in gen.stream_complete(built.prompt, p):
+        before = len(text)
+        text += piece
+        body_start = len(text) - len(text.lstrip())
+        cut = text.find("\n\n", body_start) if body_start < len(text) else -1
+        if cut >= 0:
+            if cut > before:
+                yield text[before:cut]
+            return
+        yield piece
 
 
 def _sources(used: Sequence[ContextItem]) -> list[Source]:
