@@ -141,9 +141,12 @@ class WritebackConfig:
 
 @dataclass
 class LearningConfig:
+    # on: after each answer a background worker judges it, logs the experience to
+    # <data dir>/experiences.jsonl and (router.kind = "fastgrnn") updates the router online
     enabled: bool = False
-    replay_size: int = 10_000
-    ewc_lambda: float = 100.0
+    judge_model: str = ""  # '' = the grounding metric only; a model name = LLM-as-judge with the rubric
+    replay_size: int = 2000
+    ewc_lambda: float = 10.0
     queue_size: int = 256
 
 

@@ -101,6 +101,7 @@ class _Plan:
     sw: Stopwatch
     ranked: list[ContextItem] = field(default_factory=list)
     forced: bool = False  # the caller chose the model: no escalation
+    features: Any = None  # the router's FeatureInput
 
 
 @dataclass
@@ -131,6 +132,9 @@ class RuvLLM:
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, QueryResponse] = OrderedDict()  # request id → response, for feedback
         self._closed = False
+        self._bg: Any = None  # learning.BackgroundWorker, started on the first answer when learning is on
+        self._online: Any = None  # learning.RouterOnline when the router is a FastGRNN
+        self._judge: Any = None
 
     # ---- parts, created on first use ---------------------------------------------
     @property
@@ -327,7 +331,8 @@ class RuvLLM:
         ).validate()
         with sw.stage("prompt"):
             built = self._build(question, ranked, decision, gen, params)
-        return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw, ranked, model is not None)
+        return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw, ranked, model is not None,
+                     features)
 
     def _finish(self, plan: _Plan, out: Generation, writeback: bool | None) -> QueryResponse:
         """Everything after generation: judge, write-back, the response."""
@@ -352,7 +357,72 @@ class RuvLLM:
             usage={"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
         )
         self._remember(resp)
+        if self.config.learning.enabled:
+            self._learn_later(plan, resp)
         return resp
+
+    # ---- learning, off the request path ------------------------------------------------
+    def _learn_later(self, plan: _Plan, resp: QueryResponse) -> None:
+        """Queue judge → experience log → router update; never blocks the answer."""
+        if self._bg is None:
+            from ruvllm.learning.learner import BackgroundWorker
+
+            with self._lock:
+                if self._bg is None:
+                    self._start_online()
+                    self._bg = BackgroundWorker(self._after_answer, maxsize=self.config.learning.queue_size,
+                                                on_close=self._online.close if self._online else None)
+        x = None
+        if self._online is not None:
+            from ruvllm.router.fastgrnn_router import FastGRNNRouter
+
+            assert isinstance(self._router, FastGRNNRouter)
+            x = self._router.featurize(RouteInput(plan.question, 0, 0.0, 0, features=plan.features))
+        self._bg.submit((resp, [c.text for c in plan.built.used], x))
+
+    def _start_online(self) -> None:
+        from ruvllm.router.fastgrnn_router import FastGRNNRouter
+
+        router = self.router
+        if isinstance(router, FastGRNNRouter):
+            from ruvllm.learning.router_online import RouterOnline, RouterOnlineConfig
+
+            lc = self.config.learning
+            cfg = RouterOnlineConfig(replay_capacity=lc.replay_size, ewc_lambda=lc.ewc_lambda)
+            self._online = RouterOnline(router.params, cfg, on_publish=lambda p: setattr(router, "params", p))
+
+    def _after_answer(self, item: tuple[QueryResponse, list[str], Any]) -> None:
+        resp, contexts, x = item
+        quality, judged_by = resp.quality, "grounding"
+        name = self.config.learning.judge_model
+        if name and resp.answer:
+            if self._judge is None:
+                from ruvllm.judge_llm import LLMJudge
+
+                self._judge = LLMJudge(self.pool.get(name))
+            verdict = self._judge.score(resp.question, resp.answer, contexts)
+            if verdict is not None:  # a malformed reply is counted by the judge, and grounding stands
+                quality, judged_by = verdict.quality, f"judge:{name}"
+        _append_jsonl(self.data_dir / "experiences.jsonl", {
+            "request_id": resp.request_id, "time": time.time(), "question": resp.question, "model": resp.model,
+            "decision": resp.decision.to_dict(), "quality": quality, "judged_by": judged_by,
+            "latency_ms": resp.total_ms, "completion_tokens": resp.usage.get("completion_tokens", 0),
+        })
+        if self._online is not None and x is not None:
+            d = resp.decision
+            self._online.observe(self._online.experience(
+                x, resp.model, quality, text=resp.question, propensity=d.model_probs.get(resp.model, 1.0)))
+
+    def learning_stats(self) -> dict[str, Any]:
+        bg = self._bg
+        out: dict[str, Any] = {"enabled": self.config.learning.enabled}
+        if bg is not None:
+            out.update(submitted=bg.submitted, processed=bg.processed, dropped=bg.dropped, errors=bg.errors)
+        if self._judge is not None:
+            out["judge"] = self._judge.stats()
+        if self._online is not None:
+            out["router_publishes"] = self._online.publishes
+        return out
 
     # ---- feedback ------------------------------------------------------------------
     def feedback(self, request_id: str, score: float, *, comment: str = "") -> dict[str, Any]:
@@ -424,12 +494,15 @@ class RuvLLM:
                 "loaded": self.pool.loaded(),
             },
             "router": self.config.router.kind,
+            "learning": self.learning_stats(),
         }
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._bg is not None:
+            self._bg.close()  # drain: every queued experience is judged and logged before we stop
         self.pool.close()
         self.memory.close()
 
