@@ -43,7 +43,7 @@ def fill(mem: Memory, x: np.ndarray) -> list[Node]:
 
 
 def test_search_matches_exact_numpy(tmp_path: Path, data: np.ndarray) -> None:
-    with Memory.open(tmp_path / "m", dim=DIM, params=HnswParams(16, 100, 64)) as mem:
+    with Memory.open(tmp_path / "m", dim=DIM, params=HnswParams(32, 200, 64)) as mem:
         nodes = fill(mem, data)
         pos = {n.id: i for i, n in enumerate(nodes)}
         qs = clustered(100, DIM, seed=1)
