@@ -73,7 +73,6 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
     from ruvllm.llm import Registry
     from ruvllm.llm.base import ChatMessage, SamplingParams
     from ruvllm.llm.llamacpp import LlamaCppGenerator
-    from ruvllm.llm.speculative import LlamaModelDraft
 
     reg = Registry(os.environ.get("RUVLLM_LLM__MODELS_DIR") or Path.home() / ".cache" / "ruvllm" / "models")
     path = reg.path(name)
@@ -131,30 +130,43 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
         if name == "qwen2.5-coder-1.5b":
             variants.append(("draft 0.5B", "draft"))
         res: dict[str, Any] = {}
-        base_text = ""
         ours.close()
-        for label, draft in variants:
-            d = LlamaModelDraft(reg.path("qwen2.5-coder-0.5b"), num_pred_tokens=4, n_ctx=n_ctx) if draft == "draft" \
-                else draft
-            gen = LlamaCppGenerator(name, path, n_ctx=n_ctx, n_threads=THREADS, draft=d)
-            gen.chat(msgs, SamplingParams(max_tokens=1))  # prompt evaluated once: timings below are decoding
-            times, text, ntok = [], "", 0
-            for _ in range(max(3, runs // 2 + 1)):
-                g = gen.chat(msgs, sp)
-                times.append(g.total_ms)
-                text, ntok = g.text, g.completion_tokens
-            gen.close()
-            tps = ntok / (statistics.median(times) / 1000.0)
-            if label == "plain":
-                base_text = text
-            res[label] = {"tokens": ntok, "tps": round(tps, 2), "identical": text == base_text}
-        for label in res:
-            res[label]["speedup"] = round(res[label]["tps"] / res["plain"]["tps"], 2)
+        try:
+            _speculative(variants, res, reg, name, path, n_ctx, msgs, sp, runs)
+        except Exception as exc:  # recorded, so the model's other figures are kept
+            res = {"error": f"{type(exc).__name__}: {exc}"}
         out["speculative"] = res
     else:
         ours.close()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
+
+
+def _speculative(variants: list[tuple[str, Any]], res: dict[str, Any], reg: Any, name: str, path: Any, n_ctx: int,
+                 msgs: list[Any], sp: Any, runs: int) -> None:
+    """Plain vs prompt-lookup vs draft-model decoding of one grounded chat prompt, greedy."""
+    from ruvllm.llm.base import SamplingParams
+    from ruvllm.llm.llamacpp import LlamaCppGenerator
+    from ruvllm.llm.speculative import LlamaModelDraft
+
+    base_text = ""
+    for label, draft in variants:
+        d = LlamaModelDraft(reg.path("qwen2.5-coder-0.5b"), num_pred_tokens=4, n_ctx=n_ctx) if draft == "draft" \
+            else draft
+        gen = LlamaCppGenerator(name, path, n_ctx=n_ctx, n_threads=THREADS, draft=d)
+        gen.chat(msgs, SamplingParams(max_tokens=1))  # prompt evaluated once: timings below are decoding
+        times, text, ntok = [], "", 0
+        for _ in range(max(3, runs // 2 + 1)):
+            g = gen.chat(msgs, sp)
+            times.append(g.total_ms)
+            text, ntok = g.text, g.completion_tokens
+        gen.close()
+        tps = ntok / (statistics.median(times) / 1000.0)
+        if label == "plain":
+            base_text = text
+        res[label] = {"tokens": ntok, "tps": round(tps, 2), "identical": text == base_text}
+    for label in res:
+        res[label]["speedup"] = round(res[label]["tps"] / res["plain"]["tps"], 2)
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -181,6 +193,9 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines += ["\n## Speculative decoding (temperature 0, grounded prompt)\n",
                   "| target | method | tokens | tok/s | speed-up | identical output |", "|---|---|---|---|---|---|"]
         for m in specs:
+            if "error" in m["speculative"]:
+                lines.append(f"| {m['model']} | failed: {m['speculative']['error'][:160]} | | | | |")
+                continue
             for label, s in m["speculative"].items():
                 lines.append(f"| {m['model']} | {label} | {s['tokens']} | {s['tps']:.1f} | {s['speedup']}x | "
                              f"{'yes' if s['identical'] else 'NO'} |")

@@ -74,12 +74,7 @@ class SentenceEmbedder:
         self._lock = threading.Lock()  # torch modules are shared; encode one batch at a time
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if isinstance(texts, str):
-            raise InvalidInputError("embed() takes a list of strings, not a single string")
-        items = list(texts)
-        for t in items:
-            if not isinstance(t, str):
-                raise InvalidInputError(f"embed() takes strings, got {type(t).__name__}")
+        items = check_texts(texts)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         clipped = [t[: self.max_chars] for t in items]
@@ -89,6 +84,17 @@ class SentenceEmbedder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(out, dtype=np.float32)  # (n, dim)
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """What every encoder's ``embed`` accepts: a list (not a bare string) of strings."""
+    if isinstance(texts, str):
+        raise InvalidInputError("embed() takes a list of strings, not a single string")
+    items = list(texts)
+    for t in items:
+        if not isinstance(t, str):
+            raise InvalidInputError(f"embed() takes strings, got {type(t).__name__}")
+    return items
 
 
 def make_embedder(cfg: EmbeddingConfig, models_dir: str | Path | None = None) -> Embedder:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ruvllm.embedding import check_texts
 from ruvllm.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 
 F32 = npt.NDArray[np.float32]
@@ -68,7 +69,7 @@ class EmbeddingAdapter:
     # ---- encoder ---------------------------------------------------------------------
     def hidden(self, texts: Sequence[str]) -> F32:
         """(n,) texts → (n, d_model) mean-pooled last hidden states."""
-        items = _check_texts(texts)
+        items = check_texts(texts)
         if not items:
             return np.zeros((0, self.d_model), dtype=np.float32)
         clipped = [t[: self.max_chars] or " " for t in items]
@@ -141,14 +142,6 @@ class EmbeddingAdapter:
             self._llm = None
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise InvalidInputError("embed() takes a list of strings, not a single string")
-    items = list(texts)
-    for t in items:
-        if not isinstance(t, str):
-            raise InvalidInputError(f"embed() takes strings, got {type(t).__name__}")
-    return items
 
 
 def adapter_from_config(cfg: Any, models_dir: str | Path) -> EmbeddingAdapter:
