@@ -75,3 +75,22 @@ def test_draft_drafts_greedy_tokens(registry: Any) -> None:
         assert np.array_equal(draft(ids), first)  # same input, same draft (cache rolled back)
     finally:
         draft.close()
+
+
+@pytest.mark.model
+def test_speculation_handles_prompts_longer_than_a_batch(qwen: Any, registry: Any) -> None:
+    """A regression: llama-cpp-python sized its score buffer for one batch when a draft model was
+    set, so any prompt over n_batch tokens failed. Grounded prompts are that long."""
+    from ruvllm.llm.base import ChatMessage
+    from ruvllm.llm.llamacpp import LlamaCppGenerator
+
+    context = "\n".join(f"Line {i}: json.dumps serializes obj to a JSON formatted str." for i in range(40))
+    msgs = [ChatMessage("user", f"Context:\n{context}\n\nWhat does json.dumps do? One sentence.")]
+    spec = LlamaCppGenerator("qwen-pld-long", registry.path("qwen2.5-coder-0.5b"), n_ctx=1024, n_batch=64,
+                             draft="prompt-lookup")
+    try:
+        assert spec.count_tokens(msgs[0].content) > 64
+        out = spec.chat(msgs, PARAMS)
+    finally:
+        spec.close()
+    assert out.completion_tokens > 0 and out.text == qwen.chat(msgs, PARAMS).text

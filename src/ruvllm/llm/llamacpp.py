@@ -66,6 +66,10 @@ class LlamaCppGenerator:
         draft_model = make_draft(draft, num_pred_tokens=draft_tokens, n_ctx=n_ctx, n_threads=n_threads)
         if draft_model is not None:
             kwargs["draft_model"] = draft_model
+            # llama-cpp-python 0.3.36 turns logits_all on for a draft model but sizes its score buffer
+            # from the logits_all *argument*: without this, any prompt longer than n_batch fails with
+            # "could not broadcast input array ... into shape (0,)". The cost: n_ctx x n_vocab floats.
+            kwargs["logits_all"] = True
         self.draft = draft_model
         t0 = time.perf_counter()
         try:
