@@ -88,6 +88,23 @@ def test_empty_and_wrong_type_questions(rv: RuvLLM) -> None:
         rv.query(42)  # type: ignore[arg-type]
 
 
+def test_a_repeated_question_is_recalled_until_feedback_demotes_it(rv: RuvLLM) -> None:
+    q = "What does textwrap.fill do?"
+    first = rv.query(q, max_tokens=32)
+    if first.writeback is None or first.writeback["action"] != "inserted":
+        pytest.skip(f"the first answer was not stored ({first.writeback}); nothing to recall")
+    again = rv.query(q)
+    assert again.model == "memory" and again.answer == first.answer
+    assert again.writeback == {"action": "recalled", "node_id": first.writeback["node_id"],
+                               "reason": again.decision.reason}
+    assert "generate" not in again.latency_ms
+    rv.feedback(again.request_id, 0.0)  # a user says the stored answer is bad
+    rv.feedback(again.request_id, 0.0)
+    assert rv.memory.get(first.writeback["node_id"]).metadata.confidence < 0.5
+    third = rv.query(q, max_tokens=16, writeback=False)
+    assert third.model != "memory" and "generate" in third.latency_ms
+
+
 # last: it closes the module's memory, as a process exit would
 def test_a_new_process_finds_the_written_back_answer(rv: RuvLLM, data_dir: Path) -> None:
     rv.query(QUESTION)  # ensure it is there (a duplicate is not written twice)
@@ -99,4 +116,7 @@ def test_a_new_process_finds_the_written_back_answer(rv: RuvLLM, data_dir: Path)
     assert queries, out["sources"]
     assert queries[0]["snippet"].startswith(f"Q: {QUESTION}")
     assert out["sources"][0]["type"] == "Query", "the earlier answer should be the best match"
-    assert out["writeback"]["action"] in ("skipped", "merged"), out["writeback"]
+    # the same question again is answered from memory, without a model call
+    assert out["model"] == "memory" and out["writeback"]["action"] == "recalled", out["writeback"]
+    assert "generate" not in out["latency_ms"]
+    assert " ".join(out["answer"].split())[:40] in queries[0]["snippet"]  # the stored answer, told again

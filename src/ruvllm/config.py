@@ -137,6 +137,9 @@ class WritebackConfig:
     quality_threshold: float = 0.5  # judged quality in [0, 1] needed to write back
     dup_similarity: float = 0.95  # cosine similarity at or above which a node is a near-duplicate
     minhash_threshold: float = 0.8  # Jaccard estimate at or above which text is a near-duplicate
+    # answer a question from memory, without a model call, when a stored answer to the same question
+    # (cosine >= dup_similarity, confidence >= 0.5, not superseded) is found; feedback can demote it
+    recall: bool = True
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ruvllm.llm.base import Generation, Generator, SamplingParams
 from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answer
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
+from ruvllm.memory.writeback import SUPERSEDED_TAG
 from ruvllm.router.base import Decision, RouteInput, Router
 from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
@@ -95,13 +96,14 @@ class _Plan:
     question: str
     qvec: np.ndarray
     decision: Decision
-    gen: Generator
+    gen: Generator | None  # None: answered from memory
     params: SamplingParams
     built: BuiltPrompt
     sw: Stopwatch
     ranked: list[ContextItem] = field(default_factory=list)
     forced: bool = False  # the caller chose the model: no escalation
     features: Any = None  # the router's FeatureInput
+    recalled: str | None = None  # a stored answer to the same question
 
 
 @dataclass
@@ -235,14 +237,30 @@ class RuvLLM:
     ) -> QueryResponse:
         """Answer ``text`` from memory with the routed model; returns the whole typed response."""
         plan = self._plan(text, model=model, max_tokens=max_tokens, session_id=session_id)
+        if plan.recalled is not None:
+            return self._finish(plan, Generation(plan.recalled, 0, 0, "stop", model="memory"), False)
+        assert plan.gen is not None
         with plan.sw.stage("generate"):
             out = _generate(plan.gen, plan.built, plan.params)
         if not clean_answer(out.text) and (bigger := self._escalation_target(plan)) is not None:
             # a self-check of the cascade: an empty answer goes to the next larger installed model
             plan = self._escalate(plan, bigger, f"empty answer from {plan.decision.model}")
+            assert plan.gen is not None
             with plan.sw.stage("generate_escalated"):
                 out = _generate(plan.gen, plan.built, plan.params)
         return self._finish(plan, out, writeback)
+
+    def _stored_answer(self, hits: Sequence[Any]) -> tuple[Any, str] | None:
+        """The best hit if it is a trusted stored answer to this very question, with its answer text."""
+        threshold = self.config.writeback.dup_similarity
+        for h in hits[:3]:
+            n = h.node
+            if (n.type == NodeType.QUERY and h.score >= threshold and n.metadata.confidence >= 0.5
+                    and SUPERSEDED_TAG not in n.metadata.tags):
+                _, sep, answer = n.text.partition("\nA: ")
+                if sep and answer.strip():
+                    return h, answer.strip()
+        return None
 
     def _escalation_target(self, plan: _Plan) -> str | None:
         if plan.forced:
@@ -275,6 +293,12 @@ class RuvLLM:
         plan = self._plan(text, model=model, max_tokens=max_tokens, session_id=session_id)
         yield StreamEvent("start", request_id=plan.request_id, decision=plan.decision,
                           sources=_sources(plan.built.used))
+        if plan.recalled is not None:
+            yield StreamEvent("token", request_id=plan.request_id, text=plan.recalled)
+            done = self._finish(plan, Generation(plan.recalled, 0, 0, "stop", model="memory"), False)
+            yield StreamEvent("done", request_id=plan.request_id, response=done)
+            return
+        assert plan.gen is not None
         pieces: list[str] = []
         t0 = time.perf_counter()
         ttft = 0.0
@@ -315,6 +339,15 @@ class RuvLLM:
             )
         with sw.stage("rank"):
             ranked = _rank(question, qvec, hits, expanded)
+        found = self._stored_answer(hits) if model is None and self.config.writeback.recall else None
+        if found is not None:
+            hit, answer = found
+            decision = Decision("memory", 0, 0.0, 1.0, round(float(hit.score), 4),
+                                reason=f"answered from memory: a stored answer to this question (cosine "
+                                       f"{hit.score:.3f})")
+            item = ContextItem(hit.node.id, hit.node.text, float(hit.score), hit.node.source, hit.node.type.value)
+            return _Plan(uuid.uuid4().hex, question, qvec, decision, None, SamplingParams(),
+                         BuiltPrompt("chat", used=[item]), sw, ranked, False, None, recalled=answer)
         with sw.stage("route"):
             features = feature_input_from_search(question, qvec, hits, ranked, k_requested=mc.k)
             decision = self.router.route(RouteInput(
@@ -341,23 +374,25 @@ class RuvLLM:
         with sw.stage("judge"):
             quality = judge.grounding(answer, [c.text for c in built.used])
         wb: dict[str, Any] | None = None
-        if writeback if writeback is not None else self.config.writeback.enabled:
+        if plan.recalled is not None:  # feedback on this answer goes to the stored node it came from
+            wb = {"action": "recalled", "node_id": built.used[0].node_id, "reason": plan.decision.reason}
+        elif writeback if writeback is not None else self.config.writeback.enabled:
             with sw.stage("writeback"):
                 res = self.writeback.write_answer(
                     plan.question, answer, plan.qvec, [c.node_id for c in built.used],
                     [c.score for c in built.used], quality, domain=_domain_of(built.used),
-                    created_by=f"ruvllm:{plan.gen.name}",
+                    created_by=f"ruvllm:{plan.decision.model}",
                 )
                 wb = {"action": res.action, "node_id": res.node_id, "reason": res.reason}
         resp = QueryResponse(
-            request_id=plan.request_id, question=plan.question, answer=answer, model=plan.gen.name,
+            request_id=plan.request_id, question=plan.question, answer=answer, model=plan.decision.model,
             decision=plan.decision, sources=_sources(built.used),
             latency_ms={k: round(v, 2) for k, v in sw.stages.items()}, total_ms=round(sw.total_ms(), 2),
             quality=round(quality, 3), writeback=wb,
             usage={"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
         )
         self._remember(resp)
-        if self.config.learning.enabled:
+        if self.config.learning.enabled and plan.gen is not None:  # a recalled answer made no routing choice
             self._learn_later(plan, resp)
         return resp
 
