@@ -142,3 +142,14 @@ def test_half_finished_merge_still_points_at_the_successor(setup) -> None:
     mem.add_many([newer], [Edge(newer.id, old.node_id, EdgeType.DERIVED, 1.0)])  # no superseded tag
     res = wb.write_answer("Which port?", "8080.", v, [], [], 0.9)
     assert res.action == "skipped" and res.node_id == newer.id
+
+
+def test_questions_naming_different_symbols_are_not_duplicates(setup) -> None:
+    """'json.dump' and 'json.dumps' questions are near-identical as text and as vectors; merging
+    them would overwrite one function's answer with the other's."""
+    mem, wb, docs, rng = setup
+    v = rvec(rng)
+    first = wb.write_answer("What does json.dump do?", "It writes JSON to a file.", v, [docs[0].id], [0.9], 0.9)
+    second = wb.write_answer("What does json.dumps do?", "It returns a JSON string.", v, [docs[1].id], [0.9], 0.9)
+    assert first.action == second.action == "inserted" and first.node_id != second.node_id
+    assert "superseded" not in mem.get(first.node_id).metadata.tags

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -33,7 +32,7 @@ from ruvllm.llm.base import Generation, Generator, SamplingParams
 from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answer
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
-from ruvllm.memory.writeback import SUPERSEDED_TAG
+from ruvllm.memory.writeback import SUPERSEDED_TAG, named_symbols, parse_qa
 from ruvllm.router.base import Decision, RouteInput, Router
 from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
@@ -46,7 +45,6 @@ HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similari
 # added to its similarity: dense encoders blur identifiers, and a named symbol is the best
 # evidence of what the user means. Measured on the demo: json.dumps moves from 2nd to 1st.
 NAME_BOOST = 0.25
-IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b")
 INGEST_BATCH = 256
 
 ProgressFn = Callable[[int, int], None]
@@ -250,15 +248,15 @@ class RuvLLM:
                 out = _generate(plan.gen, plan.built, plan.params)
         return self._finish(plan, out, writeback)
 
-    def _stored_answer(self, hits: Sequence[Any]) -> tuple[Any, str] | None:
+    def _stored_answer(self, question: str, hits: Sequence[Any]) -> tuple[Any, str] | None:
         """The best hit if it is a trusted stored answer to this very question, with its answer text."""
         threshold = self.config.writeback.dup_similarity
         for h in hits[:3]:
             n = h.node
             if (n.type == NodeType.QUERY and h.score >= threshold and n.metadata.confidence >= 0.5
                     and SUPERSEDED_TAG not in n.metadata.tags):
-                _, sep, answer = n.text.partition("\nA: ")
-                if sep and answer.strip():
+                stored_q, answer = parse_qa(n.text)
+                if answer.strip() and named_symbols(stored_q) == named_symbols(question):
                     return h, answer.strip()
         return None
 
@@ -339,7 +337,7 @@ class RuvLLM:
             )
         with sw.stage("rank"):
             ranked = _rank(question, qvec, hits, expanded)
-        found = self._stored_answer(hits) if model is None and self.config.writeback.recall else None
+        found = self._stored_answer(question, hits) if model is None and self.config.writeback.recall else None
         if found is not None:
             hit, answer = found
             decision = Decision("memory", 0, 0.0, 1.0, round(float(hit.score), 4),
@@ -570,7 +568,7 @@ def _check_question(text: object) -> str:
 def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> list[ContextItem]:
     """Retrieved nodes by similarity; graph neighbours by their own similarity, discounted per hop;
     a source the question names explicitly is lifted by ``NAME_BOOST``."""
-    named = set(IDENTIFIER.findall(question))
+    named = named_symbols(question)
     items: dict[str, ContextItem] = {}
     for h in hits:
         n = h.node

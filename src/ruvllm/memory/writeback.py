@@ -75,6 +75,15 @@ def minhash(text: str) -> MinHash:
     return m
 
 
+_SYMBOL = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b")
+
+
+def named_symbols(text: str) -> frozenset[str]:
+    """Dotted names a question spells out (``json.dumps``). Two questions that name different
+    symbols are different questions however close their vectors ("json.dump" vs "json.dumps")."""
+    return frozenset(_SYMBOL.findall(text))
+
+
 def format_qa(question: str, answer: str) -> str:
     return f"Q: {question}\nA: {answer}"
 
@@ -147,12 +156,15 @@ class WriteBack:
         # (tagging it superseded) never ran, e.g. after a crash between the two transactions
         derived = self.mem.store.edges_touching(list(nodes), rels=[EdgeType.DERIVED.value])
         succeeded = {e.dst for e in derived if e.dst in nodes}
+        symbols = named_symbols(question)
         for sim, how, nid in sorted(cands, key=lambda c: -c[0]):
             if nid in succeeded:
                 continue
             node = nodes.get(nid)
             if node is None:  # deleted since it was hashed
                 self._lsh_remove(nid)
+                continue
+            if named_symbols(parse_qa(node.text)[0]) != symbols:
                 continue
             if SUPERSEDED_TAG in node.metadata.tags:
                 self._lsh_remove(nid)
