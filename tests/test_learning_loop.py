@@ -26,7 +26,7 @@ def test_answers_become_experiences_and_reach_the_router(tmp_path: Path, embedde
     try:
         rv.ingest_stdlib(["json"])
         answers = [rv.query(q, max_tokens=16) for q in ("What does json.dumps do?", "What does json.loads do?")]
-        assert all(a.decision.reason.startswith(("fastgrnn", "escalated", "low confidence")) for a in answers)
+        assert all(a.decision.reason.startswith(("fastgrnn", "cascade", "low confidence")) for a in answers)
     finally:
         rv.close()  # drains the background queue
     lines = [json.loads(ln) for ln in (d / "experiences.jsonl").read_text().splitlines()]

@@ -128,6 +128,8 @@ class RouterConfig:
     kind: str = "rules"  # "rules" | "fastgrnn"
     model_path: str = ""  # trained FastGRNN checkpoint (kind = "fastgrnn")
     confidence_threshold: float = 0.5  # below it, fall back to the largest model
+    # an empty answer always goes once to the next larger model; cascade = true also escalates a
+    # weakly grounded answer (grounding < 0.35) or one that says it does not know
     cascade: bool = False
 
 

@@ -33,7 +33,9 @@ from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answ
 from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.memory.writeback import SUPERSEDED_TAG, named_symbols, parse_qa
+from ruvllm.router import cascade
 from ruvllm.router.base import Decision, RouteInput, Router
+from ruvllm.router.cascade import CascadePolicy
 from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
@@ -167,7 +169,6 @@ class RuvLLM:
                     f"none of the configured models {self.config.llm.models} is installed ("
                     + "; ".join(reasons) + "); run `make demo` or see `ruvllm models`"
                 )
-            sizes = {m: float(self.registry.spec(m).params_m) for m in models}
             if self.config.router.kind == "fastgrnn":
                 from ruvllm.router.fastgrnn_router import FastGRNNRouter
 
@@ -178,7 +179,7 @@ class RuvLLM:
                                       "run `ruvllm router train` or set router.model_path")
                 self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx)
             else:
-                self._router = RuleRouter(models, sizes, max_context=self.config.llm.n_ctx)
+                self._router = RuleRouter(models, self._model_sizes(), max_context=self.config.llm.n_ctx)
         return self._router
 
     # ---- ingest --------------------------------------------------------------------
@@ -240,9 +241,8 @@ class RuvLLM:
         assert plan.gen is not None
         with plan.sw.stage("generate"):
             out = _generate(plan.gen, plan.built, plan.params)
-        if not clean_answer(out.text) and (bigger := self._escalation_target(plan)) is not None:
-            # a self-check of the cascade: an empty answer goes to the next larger installed model
-            plan = self._escalate(plan, bigger, f"empty answer from {plan.decision.model}")
+        if (nxt := self._escalation(plan, clean_answer(out.text))) is not None:
+            plan = self._replan(plan, nxt)
             assert plan.gen is not None
             with plan.sw.stage("generate_escalated"):
                 out = _generate(plan.gen, plan.built, plan.params)
@@ -260,19 +260,28 @@ class RuvLLM:
                     return h, answer.strip()
         return None
 
-    def _escalation_target(self, plan: _Plan) -> str | None:
+    def _cascade_policy(self) -> CascadePolicy:
+        """An empty answer always escalates one step; with ``router.cascade`` a weakly grounded
+        answer, or one that says it does not know, escalates too."""
+        rc = self.config.router
+        return CascadePolicy(confidence_threshold=rc.confidence_threshold, cascade=True, self_check=rc.cascade,
+                             quality_threshold=CascadePolicy.quality_threshold if rc.cascade else 0.0)
+
+    def _model_sizes(self) -> dict[str, float]:
+        return {m: float(self.registry.spec(m).params_m) for m in self.installed_models()}
+
+    def _escalation(self, plan: _Plan, answer: str) -> Decision | None:
+        """The next larger model's decision when the answer fails its check (never for a forced model)."""
         if plan.forced:
             return None
-        size = self.registry.spec(plan.decision.model).params_m
-        larger = [m for m in self.installed_models() if self.registry.spec(m).params_m > size]
-        return min(larger, key=lambda m: self.registry.spec(m).params_m) if larger else None
+        quality = judge.grounding(answer, [c.text for c in plan.built.used]) if self.config.router.cascade else None
+        sizes = self._model_sizes()
+        return cascade.escalate(plan.decision, answer, quality, list(sizes), sizes, self._cascade_policy())
 
-    def _escalate(self, plan: _Plan, model: str, why: str) -> _Plan:
-        d = plan.decision
-        decision = Decision(model, d.context_tokens, d.temperature, d.top_p, d.confidence,
-                            reason=f"escalated: {why} ({d.reason})", model_probs=d.model_probs)
+    def _replan(self, plan: _Plan, decision: Decision) -> _Plan:
+        """The same retrieved context, prompted for the escalated model."""
         with plan.sw.stage("load"):
-            gen = self.pool.get(model)
+            gen = self.pool.get(decision.model)
         with plan.sw.stage("prompt"):
             built = self._build(plan.question, plan.ranked, decision, gen, plan.params)
         return dataclasses.replace(plan, decision=decision, gen=gen, built=built)
@@ -489,19 +498,14 @@ class RuvLLM:
                 self._recent.popitem(last=False)
 
     def _apply_overrides(self, decision: Decision, model: str | None) -> Decision:
-        installed = self.installed_models()
         if model is not None:
             self.registry.spec(model)  # unknown name → ModelNotFoundError listing the available ones
             if not self.registry.is_installed(model):
                 raise ModelNotFoundError(f"model {model!r} is not installed; see `ruvllm models`")
             return Decision(model, decision.context_tokens, decision.temperature, decision.top_p,
                             decision.confidence, reason=f"model chosen by the caller ({decision.reason})")
-        if decision.confidence < self.config.router.confidence_threshold and len(installed) > 1:
-            largest = max(installed, key=lambda m: self.registry.spec(m).params_m)
-            if largest != decision.model:
-                return Decision(largest, decision.context_tokens, decision.temperature, decision.top_p,
-                                decision.confidence, reason=f"low confidence → fallback ({decision.reason})")
-        return decision
+        sizes = self._model_sizes()
+        return cascade.fallback(decision, list(sizes), sizes, self._cascade_policy())
 
     def _build(self, question: str, ranked: list[ContextItem], decision: Decision, gen: Generator,
                params: SamplingParams) -> BuiltPrompt:
