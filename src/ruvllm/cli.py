@@ -171,6 +171,40 @@ def models(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     out.print(table)
 
 
+@app.command()
+def migrate(
+    source: Annotated[str, typer.Option("--from", help="A PostgreSQL DSN (postgresql://…) or a data directory.")],
+    target: Annotated[str, typer.Option("--to", help="A PostgreSQL DSN or a data directory (created if new).")],
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty target (its nodes are kept).")] = False,
+    batch: Annotated[int, typer.Option(help="Nodes per transaction.")] = 1000,
+    sample: Annotated[int, typer.Option(help="Nodes read back from both sides to verify the copy.")] = 1000,
+    from_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the source.")] = "ruvllm",
+    to_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the target.")] = "ruvllm",
+) -> None:
+    """Copy a memory between backends (embedded <-> pgvector): nodes with their history, edges, vectors; verified."""
+    from ruvllm.memory.backends.migrate import run_migration
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, disable=not err.is_terminal and os.environ.get("RUVLLM_PROGRESS") != "1",
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        rep = run_migration(source, target, from_schema=from_schema, to_schema=to_schema, force=force,
+                            batch=batch, sample=sample, progress=progress)
+    out.print(
+        f"migrated {rep.nodes} nodes ({rep.history_versions} earlier versions), {rep.edges} edges from "
+        f"{rep.source} to {rep.target} in {rep.seconds:.1f} s"
+        + (f"; {rep.skipped} nodes were already there and kept" if rep.skipped else "")
+        + f"; verified counts and {rep.verified} sampled nodes"
+    )
+
+
 def _mount_subcommands() -> None:
     """Commands that live beside the parts they drive: `ruvllm serve`, `ruvllm eval`, `ruvllm router ...`."""
     from ruvllm.evaluate import eval_command

@@ -94,6 +94,11 @@ class MemoryConfig:
     max_expanded: int = 32  # cap on nodes added by graph expansion
     cache_size: int = 1024  # LRU entries for repeated searches
     cache_ttl_s: float = 300.0
+    # where the memory lives: "embedded" (SQLite + hnswlib in <data dir>/memory) or "pgvector"
+    # (PostgreSQL + pgvector at dsn, in schema pg_schema; needs `pip install 'ruvllm[pg]'`), see docs/scale.md
+    backend: str = "embedded"
+    dsn: str = ""  # e.g. postgresql://ruvllm@db.internal:5432/ruvllm (RUVLLM_MEMORY__DSN)
+    pg_schema: str = "ruvllm"
 
     def hnsw(self) -> HnswParams:
         return HnswParams(self.m, self.ef_construction, self.ef_search)
@@ -232,6 +237,13 @@ class Config:
         check(1 <= m.k <= 64, f"memory.k must be in [1, 64], got {m.k}")
         check(0 <= m.hops <= 4, f"memory.hops must be in [0, 4], got {m.hops}")
         check(0.0 <= m.min_edge_weight <= 1.0, "memory.min_edge_weight must be in [0, 1]")
+        check(m.backend in ("embedded", "pgvector"),
+              f"unknown memory.backend {m.backend!r}; choose 'embedded' or 'pgvector'")
+        if m.backend == "pgvector":
+            check(bool(m.dsn.strip()), "memory.backend = 'pgvector' needs memory.dsn "
+                  "(a PostgreSQL connection string such as postgresql://user@host:5432/db)")
+            check(m.pg_schema.isidentifier() and m.pg_schema.islower() and m.pg_schema.isascii(),
+                  f"memory.pg_schema must be a lower-case SQL identifier, got {m.pg_schema!r}")
         llm = self.llm
         check(len(llm.models) >= 1, "llm.models must name at least one model")
         check(

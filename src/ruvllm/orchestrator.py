@@ -30,7 +30,8 @@ from ruvllm.ingest import Doc, file_docs, stdlib_docs
 from ruvllm.llm import ModelPool, Registry
 from ruvllm.llm.base import Generation, Generator, SamplingParams
 from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answer
-from ruvllm.memory import Memory, WriteBack
+from ruvllm.memory import WriteBack
+from ruvllm.memory.backends import open_memory
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.memory.writeback import SUPERSEDED_TAG, named_symbols, parse_qa
 from ruvllm.router import cascade
@@ -122,11 +123,8 @@ class RuvLLM:
         self.config = config or Config.load()
         self.data_dir = open_data_dir(self.config.data_path)
         mc = self.config.memory
-        self.memory = Memory.open(
-            self.data_dir / "memory", dim=mc.dim, params=mc.hnsw(), auto_params=mc.hnsw_auto,
-            cache_size=mc.cache_size, cache_ttl_s=mc.cache_ttl_s,
-        )
-        self.writeback = WriteBack(self.memory, self.config.writeback)
+        self.memory = open_memory(mc, self.data_dir)  # memory.backend: embedded | pgvector
+        self.writeback = WriteBack(self.memory, self.config.writeback)  # type: ignore[arg-type]  # takes any MemoryBackend
         self.registry = Registry(self.config.models_path, extra=self.config.llm.paths)
         self.pool = ModelPool(self.registry, self.config.llm)
         self._embedder = embedder
