@@ -46,3 +46,32 @@ def test_learning_off_writes_no_experiences(tmp_path: Path, embedder: Any) -> No
         rv.close()
     assert not (tmp_path / "d" / "experiences.jsonl").exists()
     assert rv.learning_stats() == {"enabled": False}
+
+
+def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> None:
+    """A user's bad score on a routed answer goes through the background worker to
+    ``RouterOnline.feedback``: the published router gives that model less probability on that query."""
+    d = tmp_path / "data"
+    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "40",
+                   "--epochs", "3")
+    assert proc.returncode == 0, proc.stderr
+    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
+                                          "router.confidence_threshold": 0.0})
+    rv = RuvLLM(cfg, embedder=embedder)
+    try:
+        rv.ingest_stdlib(["json"])
+        a = rv.query("What does json.dumps do?", max_tokens=8, writeback=False)
+        x, model, propensity = rv._routed[a.request_id]
+        assert model == a.model and propensity == 1.0  # greedy routing
+        router = rv.router
+        i = list(router.params.config.models).index(model)
+        before = float(router.params.step(x)[0].model_probs[i])
+        event = rv.feedback(a.request_id, 0.0)
+        assert event["router"] == "queued"
+    finally:
+        rv.close()  # drains the queue: the feedback is trained on and published
+    after = float(router.params.step(x)[0].model_probs[i])
+    assert after < before
+    assert rv._online is not None and rv._online.stats()["feedbacks"] == 1
+    logged = json.loads((d / "feedback.jsonl").read_text().splitlines()[-1])
+    assert logged["request_id"] == a.request_id and logged["router"] == "queued"

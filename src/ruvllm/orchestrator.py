@@ -135,6 +135,8 @@ class RuvLLM:
         self._bg: Any = None  # learning.BackgroundWorker, started on the first answer when learning is on
         self._online: Any = None  # learning.RouterOnline when the router is a FastGRNN
         self._judge: Any = None
+        # request id → (router features, model, propensity) of a routed answer, so feedback can reach the router
+        self._routed: OrderedDict[str, tuple[Any, str, float]] = OrderedDict()
 
     # ---- parts, created on first use ---------------------------------------------
     @property
@@ -418,6 +420,11 @@ class RuvLLM:
 
             assert isinstance(self._router, FastGRNNRouter)
             x = self._router.featurize(RouteInput(plan.question, 0, 0.0, 0, features=plan.features))
+            if not plan.forced:  # the router chose this model: feedback on the answer is feedback on that choice
+                with self._lock:
+                    self._routed[resp.request_id] = (x, resp.model, _propensity(resp))
+                    while len(self._routed) > RECENT_REQUESTS:
+                        self._routed.popitem(last=False)
         self._bg.submit((resp, [c.text for c in plan.built.used], x))
 
     def _start_online(self) -> None:
@@ -431,7 +438,11 @@ class RuvLLM:
             cfg = RouterOnlineConfig(replay_capacity=lc.replay_size, ewc_lambda=lc.ewc_lambda)
             self._online = RouterOnline(router.params, cfg, on_publish=lambda p: setattr(router, "params", p))
 
-    def _after_answer(self, item: tuple[QueryResponse, list[str], Any]) -> None:
+    def _after_answer(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "feedback":  # (tag, request id, features, model, score, propensity, question): a user's verdict
+            _, rid, x, model, score, propensity, question = item
+            self._online.feedback(x, model, score, propensity=propensity, text=question, request_id=rid)
+            return
         resp, contexts, x = item
         quality, judged_by = resp.quality, "grounding"
         name = self.config.learning.judge_model
@@ -449,9 +460,9 @@ class RuvLLM:
             "latency_ms": resp.total_ms, "completion_tokens": resp.usage.get("completion_tokens", 0),
         })
         if self._online is not None and x is not None:
-            d = resp.decision
             self._online.observe(self._online.experience(
-                x, resp.model, quality, text=resp.question, propensity=d.model_probs.get(resp.model, 1.0)))
+                x, resp.model, quality, text=resp.question, propensity=_propensity(resp),
+                request_id=resp.request_id))
 
     def learning_stats(self) -> dict[str, Any]:
         bg = self._bg
@@ -469,7 +480,10 @@ class RuvLLM:
         """A user's judgement of an earlier answer: ``score`` in [0, 1] (1 = good).
 
         A bad score on an answer that was written back lowers that node's confidence
-        (history is kept); the event is appended to ``feedback.jsonl`` for the learner.
+        (history is kept); the event is appended to ``feedback.jsonl``. When the router chose the
+        model and learns online (FastGRNN, learning on), the score also goes, on the background
+        worker, to ``RouterOnline.feedback``: a bad one pushes the router away from that model for
+        such queries, a good one pulls it closer (``"router": "queued"`` in the returned event).
         """
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
             raise InvalidInputError(f"feedback score must be a number in [0, 1], got {score!r}")
@@ -486,6 +500,12 @@ class RuvLLM:
             blended = 0.5 * node.metadata.confidence + 0.5 * float(score)
             self.memory.update(node_id, confidence=round(blended, 4))
             event["node_id"] = node_id
+        with self._lock:
+            routed = self._routed.get(request_id)
+        if routed is not None and self._online is not None and self._bg is not None:
+            x, model, propensity = routed
+            if self._bg.submit(("feedback", request_id, x, model, float(score), propensity, resp.question)):
+                event["router"] = "queued"
         _append_jsonl(self.data_dir / "feedback.jsonl", event)
         return event
 
@@ -630,6 +650,13 @@ def _until_blank_line(gen: Generator, built: BuiltPrompt, params: SamplingParams
 
 def _sources(used: Sequence[ContextItem]) -> list[Source]:
     return [Source(c.node_id, round(c.score, 4), c.type, c.source, _snippet(c.text), c.hop) for c in used]
+
+
+def _propensity(resp: QueryResponse) -> float:
+    """P(the router picks the model that answered): the decision's own, unless a fallback or an
+    escalation replaced the model (a deterministic rule: 1)."""
+    d = resp.decision
+    return float(d.propensity) if d.model == resp.model else 1.0
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -10,16 +10,25 @@ handed to ``on_publish`` as ``FastGRNNParams`` (float32; the sparse support of a
 is kept). One in ``probe_every`` experiences is held out into a probe set, never trained on;
 the checkpoint plugin evaluates on it (reward-weighted agreement with good decisions) and rolls
 back when it drops, so a burst of bad feedback cannot wreck the router.
+
+User feedback (``RuvLLM.feedback`` → ``online.feedback(x, model, score, propensity=...)``) is the
+explicit outcome of a decision: a good score pulls the router towards the model it used (as a good
+judge score does), a bad one pushes it away (an unlikelihood term, −w·log(1 − p(model | x)), with
+w = (good_quality − score) / good_quality · min(1 / propensity, 10): the same importance weight as
+the rewards, so an exploratory decision's outcome counts for the policy's rarer choices). Feedback
+is trained on at once (the pending batch is flushed) and the weights published, so the next query
+already routes with them; EWC and replay keep one complaint from undoing phase 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ruvllm.learning.curriculum import Curriculum
@@ -33,6 +42,8 @@ from ruvllm.learning.learner import (
     OnlineLearner,
     Plugin,
     ReplayPlugin,
+    _n_models,
+    _stack,
     router_loss,
     router_predict,
 )
@@ -59,6 +70,24 @@ class RouterOnlineConfig:
     seed: int = 0
 
 
+MAX_IMPORTANCE_WEIGHT = 10.0
+
+
+def feedback_loss(model: nn.Module, batch: Sequence[Experience]) -> torch.Tensor:
+    """``router_loss`` (supervised targets + reward-weighted pull towards good actions) plus an
+    unlikelihood push away from actions a user marked bad (``meta["push"]`` = its weight > 0)."""
+    loss = router_loss(model, batch)
+    bad = [e for e in batch if e.action is not None and e.meta.get("push", 0.0) > 0]
+    if not bad:
+        return loss
+    xs, last = _stack(bad)
+    out = model(xs)[torch.arange(len(bad)), last]  # (B, n_out)
+    M = _n_models(model)
+    p = F.softmax(out[:, :M], dim=1)[torch.arange(len(bad)), torch.tensor([int(e.action or 0) for e in bad])]  # (B,)
+    w = torch.tensor([float(e.meta["push"]) for e in bad])
+    return loss - (w * torch.log1p(-p.clamp(max=1 - 1e-4))).sum() / max(len(batch), 1)
+
+
 class RouterOnline:
     def __init__(self, params: FastGRNNParams, cfg: RouterOnlineConfig | None = None,
                  on_publish: Callable[[FastGRNNParams], Any] | None = None):
@@ -78,23 +107,48 @@ class RouterOnline:
             ReplayPlugin(c.replay_capacity, c.replay_size, seed=c.seed),
             self.checkpoints,
         ]
-        self.learner = OnlineLearner(self.model, router_loss, plugins,
+        self.learner = OnlineLearner(self.model, feedback_loss, plugins,
                                      LearnerConfig(batch_size=c.batch_size, lr=c.lr, seed=c.seed),
                                      after_step=lambda m: m.apply_masks())  # type: ignore[operator]
         self.on_publish = on_publish
         self.published_at = 0
         self.publishes = 0
+        self.feedbacks = 0
         self._n = 0
 
     def experience(self, x: Any, model: str, quality: float, *, propensity: float = 1.0, text: str = "",
-                   task: str = "", target: str | None = None) -> Experience:
+                   task: str = "", target: str | None = None, request_id: str = "") -> Experience:
         """One answered query → an ``Experience`` (``target``: a known best model, e.g. from a gold check)."""
         a = self.models.index(model) if model in self.models else None
         q = float(min(max(quality, 0.0), 1.0))
         reward = q if q >= self.cfg.good_quality else 0.0
         return Experience(np.asarray(x, np.float32), target=self.models.index(target) if target in self.models
                           else None, action=a, reward=reward, propensity=propensity, text=text, task=task,
-                          meta={"quality": q})
+                          meta={"quality": q, "request_id": request_id})
+
+    def feedback(self, x: Any, model: str, score: float, *, propensity: float = 1.0, text: str = "",
+                 request_id: str = "") -> bool:
+        """A user's score in [0, 1] for the answer ``model`` gave on features ``x``: trained on now
+        (never held out as a probe, never held back by the curriculum), then published. The user's
+        verdict replaces the judge's on the same request: that request's judged experience, if still
+        pending, is dropped. Returns False for a model the router does not know."""
+        if model not in self.models:
+            return False
+        if request_id:
+            with self.learner._lock:
+                self.learner.pending = [e for e in self.learner.pending if e.meta.get("request_id") != request_id]
+        q = float(min(max(score, 0.0), 1.0))
+        iw = min(1.0 / max(float(propensity), 1e-6), MAX_IMPORTANCE_WEIGHT)
+        g = self.cfg.good_quality
+        push = (g - q) / g * iw if q < g else 0.0
+        exp = Experience(np.asarray(x, np.float32), action=self.models.index(model),
+                         reward=q if q >= g else 0.0, propensity=propensity, text=text, difficulty=0.0,
+                         meta={"quality": q, "source": "feedback", "push": push, "request_id": request_id})
+        self.feedbacks += 1
+        self.learner.observe(exp)
+        self.learner.flush()
+        self.publish()
+        return True
 
     def observe(self, exp: Experience) -> None:
         self._n += 1
@@ -135,5 +189,5 @@ class RouterOnline:
 
     def stats(self) -> dict[str, Any]:
         return {"observed": self._n, "updates": self.learner.step, "publishes": self.publishes,
-                "probe": len(self.probe), "rollbacks": self.checkpoints.rollbacks,
+                "probe": len(self.probe), "rollbacks": self.checkpoints.rollbacks, "feedbacks": self.feedbacks,
                 "last_loss": self.learner.last_loss}

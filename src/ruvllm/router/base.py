@@ -17,6 +17,9 @@ class Decision:
     confidence: float  # [0, 1]
     reason: str = ""
     model_probs: dict[str, float] = field(default_factory=dict)
+    # P(the routing policy picks ``model`` for this input): 1 for a deterministic choice, < 1 when the
+    # router explored (ε-greedy); the online learner weights the outcome by 1 / propensity
+    propensity: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

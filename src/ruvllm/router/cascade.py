@@ -47,8 +47,8 @@ def fallback(decision: Decision, installed: Sequence[str], sizes: Mapping[str, f
     largest = by_size(installed, sizes)[-1]
     if largest == decision.model:
         return decision
-    return replace(decision, model=largest, reason=f"low confidence {decision.confidence:.2f} → fallback "
-                                                   f"to {largest} ({decision.reason})")
+    return replace(decision, model=largest, propensity=1.0,
+                   reason=f"low confidence {decision.confidence:.2f} → fallback to {largest} ({decision.reason})")
 
 
 def answer_fails(answer: str, quality: float | None, policy: CascadePolicy) -> str:
@@ -74,4 +74,4 @@ def escalate(decision: Decision, answer: str, quality: float | None, installed: 
     if decision.model not in order or order.index(decision.model) == len(order) - 1:
         return None
     nxt = order[order.index(decision.model) + 1]
-    return replace(decision, model=nxt, reason=f"cascade: {why} → {nxt} ({decision.reason})")
+    return replace(decision, model=nxt, propensity=1.0, reason=f"cascade: {why} → {nxt} ({decision.reason})")

@@ -13,6 +13,11 @@ by ``training.train_from_oracle``; ``path`` may name either file or the stem). P
    by ``max_context``), temperature, top-p and confidence. Confidence is the head trained to be
    P(chosen model = oracle's); the orchestrator falls back to a larger model below
    ``router.confidence_threshold``.
+
+Exploration (phase 3): with ``epsilon > 0`` the model is drawn uniformly from the installed ones
+with probability ε (ε-greedy) and ``Decision.propensity`` records the probability of the model
+taken, so the online learner can weight its outcome by 1 / propensity. ``epsilon = 0`` (default):
+always the argmax, propensity 1.
 """
 
 from __future__ import annotations
@@ -54,7 +59,10 @@ def feature_input_from_search(
 
 
 class FastGRNNRouter:
-    def __init__(self, params: FastGRNNParams, models: list[str] | None = None, *, max_context: int | None = None):
+    def __init__(self, params: FastGRNNParams, models: list[str] | None = None, *, max_context: int | None = None,
+                 epsilon: float = 0.0, seed: int = 0):
+        if not 0.0 <= epsilon <= 1.0:
+            raise InvalidInputError(f"exploration epsilon must be in [0, 1], got {epsilon}")
         trained = params.config.models
         wanted = list(models) if models is not None else list(trained)
         self.models = [m for m in wanted if m in trained]
@@ -66,15 +74,18 @@ class FastGRNNRouter:
         self.params = params
         self._allowed = np.array([m in self.models for m in trained])  # (M,) mask over the heads
         self.max_context = max_context
+        self.epsilon = epsilon
+        self._rng = np.random.default_rng(seed)
         self._states: OrderedDict[str, F32] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, models: list[str] | None = None, *, max_context: int | None = None) -> FastGRNNRouter:
+    def load(cls, path: Path, models: list[str] | None = None, *, max_context: int | None = None,
+             epsilon: float = 0.0, seed: int = 0) -> FastGRNNRouter:
         p = Path(path)
         if p.suffix in (".npz", ".json"):
             p = p.with_suffix("")
-        return cls(FastGRNNParams.load(p), models, max_context=max_context)
+        return cls(FastGRNNParams.load(p), models, max_context=max_context, epsilon=epsilon, seed=seed)
 
     # ---- features ---------------------------------------------------------------------
     def featurize(self, inp: RouteInput) -> F32:
@@ -108,6 +119,16 @@ class FastGRNNRouter:
         probs = np.where(self._allowed, out.model_probs, 0.0)
         probs = probs / probs.sum() if probs.sum() > 0 else self._allowed / self._allowed.sum()
         mi = int(np.argmax(probs))
+        propensity, explored = 1.0, False
+        n_allowed = int(self._allowed.sum())
+        if self.epsilon > 0 and n_allowed > 1:
+            with self._lock:
+                explore, pick = self._rng.random() < self.epsilon, int(self._rng.integers(n_allowed))
+            greedy = mi
+            if explore:
+                mi = int(np.flatnonzero(self._allowed)[pick])
+            propensity = (1.0 - self.epsilon) * (mi == greedy) + self.epsilon / n_allowed
+            explored = mi != greedy
         bins = list(self.params.config.context_bins)
         ci = int(np.argmax(out.context_probs))
         ctx = bins[ci]
@@ -117,8 +138,10 @@ class FastGRNNRouter:
         return Decision(
             model=trained[mi], context_tokens=int(ctx), temperature=round(min(2.0, max(0.0, out.temperature)), 4),
             top_p=round(min(1.0, max(0.0, out.top_p)), 4), confidence=round(float(conf), 4),
-            reason=f"fastgrnn: p({trained[mi]})={probs[mi]:.2f}, context p={out.context_probs[ci]:.2f}",
+            reason=f"fastgrnn: p({trained[mi]})={probs[mi]:.2f}, context p={out.context_probs[ci]:.2f}"
+            + (f", explored (ε={self.epsilon:g})" if explored else ""),
             model_probs={m: round(float(p), 4) for m, p in zip(trained, probs, strict=True) if m in self.models},
+            propensity=round(float(propensity), 6),
         )
 
     def reset(self, session_id: str | None = None) -> None:
