@@ -19,6 +19,7 @@ from ruvllm.router.oracle import (
     SyntheticOracle,
     label_with_models,
     load_labelled,
+    relabel,
     save_labelled,
     stdlib_corpus,
     stdlib_qa,
@@ -106,6 +107,64 @@ def test_real_oracle_path_labels_by_utility(tmp_path) -> None:
     assert back[0].answers == recs[0].answers and back[0].quality == recs[0].quality
     fi = back[0].feature_input()
     assert fi.embedding is not None and fi.embedding.shape == (64,) and len(fi.hit_scores) >= 4
+
+
+class _Llm:
+    """Stands in for llama_cpp.Llama: counts the KV resets the oracle asks for."""
+
+    def __init__(self, log: list[str]):
+        self.log = log
+
+    def reset(self) -> None:
+        self.log.append("reset")
+
+
+class LoggingGenerator(FakeGenerator):
+    def __init__(self, name: str, log: list[str]):
+        super().__init__(name, good=True)
+        self.log, self.llm = log, _Llm(log)
+
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        self.log.append(f"{self.name}:{len(prompt.split())}")
+        return super().complete(prompt, params)
+
+
+def test_real_oracle_runs_in_a_seeded_random_order_each_from_a_clean_cache() -> None:
+    items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:4]
+    ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)
+
+    def run(seed: int | None) -> tuple[list[str], list]:
+        log: list[str] = []
+        gens = {"small": LoggingGenerator("small", log), "large": LoggingGenerator("large", log)}
+        recs = label_with_models(items, gens, {"small": 0.27, "large": 0.5}, ret,
+                                 OracleConfig(context_bins=(64, 1024), k=4, shuffle_seed=seed))
+        return log, recs
+
+    nested, recs0 = run(None)
+    shuffled, recs1 = run(0)
+    assert shuffled == run(0)[0]  # seeded: the same order every time
+    calls = [e for e in shuffled if e != "reset"]
+    assert len(calls) == 4 * 2 * 2 and shuffled.count("reset") == len(calls)  # a reset before every run
+    assert all(shuffled[k] == "reset" for k in range(0, len(shuffled), 2))
+    assert calls != [e for e in nested if e != "reset"] and sorted(calls) == sorted(e for e in nested if e != "reset")
+    models = [c.split(":")[0] for c in calls]
+    assert models[:8].count("small") not in (0, 8)  # the models interleave rather than run in blocks
+    assert [r.quality for r in recs0] == [r.quality for r in recs1]  # order changes when, not what
+
+
+def test_relabel_reweights_the_same_measurements() -> None:
+    items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:2]
+    ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)
+    gens = {"small": FakeGenerator("small", good=True), "large": FakeGenerator("large", good=True)}
+    recs = label_with_models(items, gens, {"small": 0.27, "large": 0.5}, ret,
+                             OracleConfig(context_bins=(256, 1024), lam=0.0, mu=0.0, k=4))
+    for r in recs:
+        heavy = relabel(r, 0.0, 10.0)  # cost dominates: the cheapest (model, context) wins
+        assert heavy.quality == r.quality and heavy.cost == r.cost
+        flat = int(np.argmin(np.array(r.cost)))
+        assert (heavy.best_model, heavy.best_context) == divmod(flat, 2)
+        same = relabel(r, 0.0, 0.0)
+        assert (same.best_model, same.best_context, same.utility) == (r.best_model, r.best_context, r.utility)
 
 
 def test_synthetic_oracle_and_train_from_oracle(tmp_path) -> None:

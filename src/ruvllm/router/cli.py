@@ -70,6 +70,8 @@ def train(
     lam: Annotated[float, typer.Option(help="Utility lost per second of latency (λ).")] = 0.02,
     mu: Annotated[float, typer.Option(help="Utility lost per cost unit, params[B]·tokens/1000 (μ).")] = 0.02,
     max_tokens: Annotated[int, typer.Option(help="Real labels: answer tokens per oracle run.")] = 64,
+    context_bins: Annotated[str | None, typer.Option(help="Comma-separated context sizes the oracle tries "
+                                                          "(default: 256,512,1024,2048,4096).")] = None,
     epochs: Annotated[int, typer.Option(help="Dense training epochs (stage 1).")] = 60,
     hidden: Annotated[int, typer.Option(help="FastGRNN hidden size (32–64).")] = 32,
     sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
@@ -96,6 +98,12 @@ def train(
                                       lam=lam, mu=mu, max_tokens=max_tokens, seed=seed)
         if modules:
             cfg.modules = _csv(modules)
+        if context_bins:
+            try:
+                cfg.context_bins = tuple(int(c) for c in _csv(context_bins))
+            except ValueError:
+                raise InvalidInputError(f"--context-bins must be comma-separated integers, got {context_bins!r}"
+                                        ) from None
         if models:
             cfg.models = _csv(models)
             if labels == "synthetic":

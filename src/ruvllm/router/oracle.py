@@ -32,7 +32,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -346,6 +346,16 @@ def make_record(item: QAItem, fi: FeatureInput, models: Sequence[str], bins: Seq
     )
 
 
+def relabel(rec: LabelledRecord, lam: float, mu: float) -> LabelledRecord:
+    """The same measured Q, L and C under other utility weights: U = Q − λ·L/1000 − μ·C, argmax again.
+    Cost weights can be studied (``bench/router.py --sweep-mu``) without running the models again."""
+    q, lat, cost = (np.asarray(a, np.float64) for a in (rec.quality, rec.latency_ms, rec.cost))
+    u = q - lam * lat / 1000.0 - mu * cost  # (M, C)
+    best_m, best_c = np.unravel_index(int(np.argmax(u)), u.shape)
+    return replace(rec, utility=[[round(float(v), 5) for v in row] for row in u], best_model=int(best_m),
+                   best_context=int(best_c))
+
+
 def save_labelled(records: Iterable[LabelledRecord], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,6 +395,17 @@ class OracleConfig:
     mu: float = 0.02  # utility lost per cost unit (model params in B × tokens in thousands)
     max_tokens: int = 64
     k: int = 8
+    shuffle_seed: int | None = 0  # run order of the (question, model, context) runs; None = nested loops
+    isolate: bool = True  # drop the generator's KV state before each run, so no run reuses another's prefix
+
+
+def _forget_prefix(gen: Any) -> None:
+    """Make the next call pay its full prefill: llama.cpp keeps the last sequence's KV and reuses
+    the common prefix, so without this a 1024-token run right after the same question's 256-token
+    run is measured faster than it is. Generators without a llama.cpp handle are left alone."""
+    reset = getattr(getattr(gen, "llm", None), "reset", None)
+    if callable(reset):
+        reset()
 
 
 def label_with_models(
@@ -392,37 +413,48 @@ def label_with_models(
     cfg: OracleConfig | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> list[LabelledRecord]:
     """Run every generator (``ruvllm.llm.base.Generator``) at every context size on every item.
-    ``params_b``: parameter count in billions per model (for the cost)."""
+    ``params_b``: parameter count in billions per model (for the cost).
+
+    The runs of all ``items`` go in one seeded random order (``cfg.shuffle_seed``), so a drift in
+    machine load spreads over every model and context size instead of landing on whichever runs
+    last; with ``cfg.isolate`` no run reuses the KV prefix another run left behind."""
     from ruvllm.judge import token_f1
     from ruvllm.llm.base import SamplingParams
     from ruvllm.llm.prompt import ContextItem, build_prompt
 
     cfg = cfg or OracleConfig()
     models = list(generators)
-    out: list[LabelledRecord] = []
-    for n, item in enumerate(items):
-        ret = retrieve(item.query)
+    M, C = len(models), len(cfg.context_bins)
+    rets = [retrieve(item.query) for item in items]
+    q, lat, cost = np.zeros((len(items), M, C)), np.zeros((len(items), M, C)), np.zeros((len(items), M, C))
+    answers = [[["" for _ in range(C)] for _ in range(M)] for _ in items]
+    jobs = [(n, i, j) for n in range(len(items)) for i in range(M) for j in range(C)]
+    if cfg.shuffle_seed is not None:
+        key = "|".join(it.query for it in items)
+        rng = np.random.default_rng([cfg.shuffle_seed, int(_hash01(key) * 2**32)])
+        jobs = [jobs[t] for t in rng.permutation(len(jobs))]
+    for n, i, j in jobs:
+        item, ret, gen = items[n], rets[n], generators[models[i]]
         ctx = [ContextItem(k, t, s, source=k, hop=d)
                for k, t, s, d in zip(ret.keys, ret.texts, ret.scores, ret.depths, strict=True)]
-        M, C = len(models), len(cfg.context_bins)
-        q, lat, cost = np.zeros((M, C)), np.zeros((M, C)), np.zeros((M, C))
-        answers: list[list[str]] = [["" for _ in range(C)] for _ in range(M)]
-        for i, name in enumerate(models):
-            gen = generators[name]
-            for j, budget in enumerate(cfg.context_bins):
-                room = max(0, gen.n_ctx - cfg.max_tokens - 96)
-                built = build_prompt(item.query, ctx, style=gen.prompt_style, context_budget=min(budget, room),
-                                     count_tokens=gen.count_tokens)
-                sp = SamplingParams(max_tokens=cfg.max_tokens, temperature=0.0, top_p=1.0, stop=built.stop)
-                t0 = time.perf_counter()
-                g = gen.complete(built.prompt, sp) if built.style == "completion" else gen.chat(built.messages, sp)
-                ms = g.total_ms or (time.perf_counter() - t0) * 1000.0
-                q[i, j] = token_f1(g.text, item.gold)
-                lat[i, j] = ms
-                cost[i, j] = params_b[name] * (g.prompt_tokens + g.completion_tokens) / 1000.0
-                answers[i][j] = g.text
-        fi = feature_input_for(item.query, ret, cfg.k)
-        out.append(make_record(item, fi, models, cfg.context_bins, q, lat, cost, cfg.lam, cfg.mu, "real", answers))
+        room = max(0, gen.n_ctx - cfg.max_tokens - 96)
+        built = build_prompt(item.query, ctx, style=gen.prompt_style, context_budget=min(cfg.context_bins[j], room),
+                             count_tokens=gen.count_tokens)
+        sp = SamplingParams(max_tokens=cfg.max_tokens, temperature=0.0, top_p=1.0, stop=built.stop)
+        if cfg.isolate:
+            _forget_prefix(gen)
+        t0 = time.perf_counter()
+        g = gen.complete(built.prompt, sp) if built.style == "completion" else gen.chat(built.messages, sp)
+        ms = g.total_ms or (time.perf_counter() - t0) * 1000.0
+        q[n, i, j] = token_f1(g.text, item.gold)
+        lat[n, i, j] = ms
+        cost[n, i, j] = params_b[models[i]] * (g.prompt_tokens + g.completion_tokens) / 1000.0
+        answers[n][i][j] = g.text
+    out: list[LabelledRecord] = []
+    for n, item in enumerate(items):
+        fi = feature_input_for(item.query, rets[n], cfg.k)
+        out.append(make_record(item, fi, models, cfg.context_bins, q[n], lat[n], cost[n], cfg.lam, cfg.mu, "real",
+                               answers[n]))
         if progress:
             progress(n + 1, len(items))
     return out

@@ -174,7 +174,7 @@ def build_labels(
 
     t_embed = time.perf_counter() - t0
     ocfg = OracleConfig(context_bins=tuple(cfg.context_bins), lam=cfg.lam, mu=cfg.mu, max_tokens=cfg.max_tokens,
-                        k=cfg.k)
+                        k=cfg.k, shuffle_seed=cfg.seed)
     if cfg.labels == "synthetic":
         if len(cfg.models) != len(cfg.params_b):
             raise InvalidInputError("synthetic labels need one size (params_b) per model")
@@ -190,8 +190,10 @@ def build_labels(
         partial = Path(work_dir) / f"labelled_{cfg.labels}.partial.jsonl"  # what is done so far, if stopped
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text("")
-        for start in range(0, len(items), 4):
-            chunk = label_with_models(items[start : start + 4], generators, params_b, retrieve, ocfg)
+        # chunks of 8 questions (48 runs for 3 models × 2 sizes), each run in a seeded random order and
+        # saved when done, so a stopped run keeps its labels and load drift spreads over every model
+        for start in range(0, len(items), 8):
+            chunk = label_with_models(items[start : start + 8], generators, params_b, retrieve, ocfg)
             records.extend(chunk)
             with partial.open("a") as fh:
                 fh.writelines(json.dumps(asdict(r), sort_keys=True) + "\n" for r in chunk)
