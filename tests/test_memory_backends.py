@@ -434,3 +434,37 @@ def test_read_retries_across_a_restart(own_server: LocalPostgres) -> None:
     assert hits[0].node.id == first.id
     assert mem.reconnects >= 1
     mem.close()
+
+
+class _HashEmbedder:
+    """Deterministic unit vectors from the text (no model): enough to exercise the wiring."""
+
+    name = "hash"
+    dim = DIM
+
+    def embed(self, texts: Any) -> np.ndarray:
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=DIM) for t in texts]
+        out = np.asarray(rows, np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_orchestrator_runs_on_the_pgvector_backend(pg_server: LocalPostgres, tmp_path: Path) -> None:
+    from ruvllm.ingest import Doc
+    from ruvllm.orchestrator import RuvLLM
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    cfg = Config.from_dict({"data_dir": str(tmp_path / "data"), "memory": {
+        "backend": "pgvector", "dsn": pg_server.dsn, "pg_schema": schema, "dim": DIM}})
+    rv = RuvLLM(cfg, embedder=_HashEmbedder())
+    try:
+        assert isinstance(rv.memory, PgMemory)
+        docs = [Doc(f"k{i}", f"document number {i}", "test") for i in range(5)]
+        docs.append(Doc("k5", "links back", "test", links=[("k0", EdgeType.CITES, 0.7)]))
+        rep = rv.ingest_docs(docs)
+        assert (rep.inserted, rep.edges) == (6, 1)
+        assert rv.ingest_docs(docs).skipped == 6  # the manifest in the data dir still works
+        st = rv.stats()["memory"]
+        assert (st["backend"], st["nodes"], st["edges"]) == ("pgvector", 6, 1)
+    finally:
+        rv.close()
+        _drop_schema(pg_server.dsn, schema)

@@ -278,14 +278,17 @@ class PgMemory:
             info = TypeInfo.fetch(conn, "vector")
             assert info is not None
             conn.adapters.register_loader(info.oid, _NumpyVectorLoader)
-            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(
-                sql.Literal(min(PG_MAX_EF_SEARCH, int(self.params.ef_search)))))
+            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(self._session_ef)))
         except BaseException:
             conn.close()
             raise
         with self._conns_lock:
             self._conns.append(conn)
         return conn
+
+    @property
+    def _session_ef(self) -> int:
+        return min(PG_MAX_EF_SEARCH, int(self.params.ef_search))
 
     def _conn(self) -> Conn:
         if self._closed:
@@ -696,15 +699,18 @@ class PgMemory:
         cur = conn.cursor(binary=True)
         if exact or efs > PG_MAX_EF_SEARCH:
             # a materialised CTE keeps the planner off the HNSW index: an exact scan of the matching rows
-            query = (f"WITH c AS MATERIALIZED (SELECT {_COLS} FROM {{s}}.nodes WHERE {where}) "
-                     f"SELECT {_COLS}, 1 - (vector <=> %s) FROM c ORDER BY vector <=> %s, id LIMIT %s")
-            rows = cur.execute(self._q(query), (*args, q, q, k)).fetchall()
+            scan = self._q(f"WITH c AS MATERIALIZED (SELECT {_COLS} FROM {{s}}.nodes WHERE {where}) "
+                           f"SELECT {_COLS}, 1 - (vector <=> %s) FROM c ORDER BY vector <=> %s, id LIMIT %s")
+            rows = cur.execute(scan, (*args, q, q, k)).fetchall()
         else:
-            with conn.transaction():
-                cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(efs)))
-                query = (f"SELECT {_COLS}, 1 - (vector <=> %s) FROM {{s}}.nodes WHERE {where} "
-                         "ORDER BY vector <=> %s LIMIT %s")
-                rows = cur.execute(self._q(query), (q, *args, q, k)).fetchall()
+            query = self._q(f"SELECT {_COLS}, 1 - (vector <=> %s) FROM {{s}}.nodes WHERE {where} "
+                            "ORDER BY vector <=> %s LIMIT %s")
+            if efs == self._session_ef:  # the connection's default: one round trip
+                rows = cur.execute(query, (q, *args, q, k)).fetchall()
+            else:
+                with conn.transaction():
+                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(efs)))
+                    rows = cur.execute(query, (q, *args, q, k)).fetchall()
         hits = [Hit(_node(r), float(r[10])) for r in rows]
         hits.sort(key=lambda h: -h.score)  # the index returns them in order; an exact tie keeps id order
         return hits
