@@ -203,3 +203,31 @@ def test_bad_labelled_files(tmp_path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(StoreCorruptError):
         load_labelled(tmp_path / "bad.jsonl")
+
+
+def test_real_labels_interleave_splits_and_resume_a_stopped_run(tmp_path) -> None:
+    from ruvllm.router.pipeline import PipelineConfig, build_labels, labelling_order, select_items
+
+    cfg = PipelineConfig(labels="real", modules=("json", "textwrap"), limit=24, context_bins=(256, 1024), k=4)
+    items = select_items(cfg)
+    order = labelling_order(items)
+    assert sorted(i.id for i in order) == sorted(i.id for i in items)
+    first = order[: len(order) // 2]  # any prefix holds every split
+    assert {i.split for i in first} == {"train", "test_seen", "test_unseen"}
+    for s in {i.session for i in items}:  # sessions stay whole and in order
+        assert [i.id for i in order if i.session == s] == [i.id for i in items if i.session == s]
+
+    log: list[str] = []
+    gens = {"small": LoggingGenerator("small", log), "large": LoggingGenerator("large", log)}
+    sizes = {"small": 0.27, "large": 0.5}
+    full = build_labels(cfg, tmp_path, embed=fake_embed, generators=gens, params_b=sizes)
+    n_runs = sum(e != "reset" for e in log)
+    assert n_runs == len(items) * 4
+    # a stopped run: its partial file holds some records; --resume labels only the rest
+    partial = tmp_path / "labelled_real.partial.jsonl"
+    partial.write_text("".join(ln + "\n" for ln in full.path.read_text().splitlines()[:8]))
+    log.clear()
+    cfg.resume = True
+    again = build_labels(cfg, tmp_path, embed=fake_embed, generators=gens, params_b=sizes)
+    assert sum(e != "reset" for e in log) == (len(items) - 8) * 4
+    assert sorted(r.id for r in again.records) == sorted(r.id for r in full.records)

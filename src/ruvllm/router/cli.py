@@ -76,6 +76,8 @@ def train(
     hidden: Annotated[int, typer.Option(help="FastGRNN hidden size (32–64).")] = 32,
     sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for the split, the sessions and training.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
+                                              "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A TOML config (models, paths) for real labels.")]
     = None,
@@ -95,7 +97,7 @@ def train(
     info: dict[str, Any] = {}
     if labelled is None:
         cfg = pipeline.PipelineConfig(labels=labels, embedder=embedder, per_module=per_module, limit=limit,
-                                      lam=lam, mu=mu, max_tokens=max_tokens, seed=seed)
+                                      lam=lam, mu=mu, max_tokens=max_tokens, seed=seed, resume=resume)
         if modules:
             cfg.modules = _csv(modules)
         if context_bins:

@@ -40,6 +40,7 @@ from ruvllm.router.oracle import (
     Retrieval,
     SyntheticOracle,
     label_with_models,
+    load_labelled,
     save_labelled,
     stdlib_corpus,
     stdlib_qa,
@@ -70,6 +71,7 @@ class PipelineConfig:
     max_tokens: int = 64  # answer length of each real oracle run
     k: int = 8  # retrieved docs per question
     seed: int = 0
+    resume: bool = False  # real labels: keep the matching records of a stopped run's partial file
 
 
 @dataclass
@@ -134,6 +136,28 @@ def select_items(cfg: PipelineConfig) -> list[QAItem]:
     return items
 
 
+def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: int = 0) -> list[QAItem]:
+    """The order real labels are made in: whole sessions (their questions in order), the splits
+    interleaved so any prefix of the run (a stopped run) has train, seen and held-out questions in
+    about the proportions of the whole set, counting what ``done`` already holds."""
+    sessions: dict[str, list[QAItem]] = {}
+    for it in items:
+        sessions.setdefault(it.session, []).append(it)
+    rng = np.random.default_rng(seed)
+    queues: dict[str, list[str]] = {}
+    for sid in rng.permutation(sorted(sessions)).tolist():
+        queues.setdefault(sessions[sid][0].split, []).append(sid)
+    target = {sp: sum(len(sessions[s]) for s in q) + sum(d.split == sp for d in done) for sp, q in queues.items()}
+    have = {sp: sum(d.split == sp for d in done) for sp in queues}
+    out: list[QAItem] = []
+    while any(queues.values()):
+        sp = min((sp for sp, q in queues.items() if q), key=lambda sp: (have[sp] / target[sp], sp))
+        chunk = sessions[queues[sp].pop(0)]
+        out.extend(chunk)
+        have[sp] += len(chunk)
+    return out
+
+
 def real_generators(models: Sequence[str] = (), *, config: Path | None = None
                     ) -> tuple[dict[str, Any], dict[str, float]]:
     """Load the configured (or named), installed GGUF models through ``ruvllm.llm``
@@ -189,17 +213,26 @@ def build_labels(
         records = []
         partial = Path(work_dir) / f"labelled_{cfg.labels}.partial.jsonl"  # what is done so far, if stopped
         partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text("")
+        if cfg.resume and partial.exists():
+            wanted = {it.id for it in items}
+            records = [r for r in load_labelled(partial) if r.id in wanted and list(r.models) == models
+                       and list(r.context_bins) == list(cfg.context_bins)]
+        partial.write_text("".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records))
+        done = {r.id for r in records}
+        todo = labelling_order([it for it in items if it.id not in done],
+                               [it for it in items if it.id in done], cfg.seed)
         # chunks of 8 questions (48 runs for 3 models × 2 sizes), each run in a seeded random order and
         # saved when done, so a stopped run keeps its labels and load drift spreads over every model
-        for start in range(0, len(items), 8):
-            chunk = label_with_models(items[start : start + 8], generators, params_b, retrieve, ocfg)
+        for start in range(0, len(todo), 8):
+            chunk = label_with_models(todo[start : start + 8], generators, params_b, retrieve, ocfg)
             records.extend(chunk)
             with partial.open("a") as fh:
                 fh.writelines(json.dumps(asdict(r), sort_keys=True) + "\n" for r in chunk)
             if progress:
                 progress(len(records), len(items))
         partial.unlink()
+        rank = {it.id: n for n, it in enumerate(items)}
+        records.sort(key=lambda r: rank[r.id])  # the question set's order, however they were labelled
     else:
         raise InvalidInputError(f"unknown label source {cfg.labels!r}; use 'synthetic' or 'real'")
     path = save_labelled(records, Path(work_dir) / f"labelled_{cfg.labels}.jsonl")
