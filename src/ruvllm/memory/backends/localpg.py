@@ -76,7 +76,12 @@ class LocalPostgres:
                          "recovery_init_sync_method": "syncfs", **(settings or {})}
         self._user: str | None = RUN_AS_ROOT_USER if os.geteuid() == 0 else None
         if self._user is not None:
-            pw = pwd.getpwnam(self._user)
+            try:
+                pw = pwd.getpwnam(self._user)
+            except KeyError:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise StoreError(f"PostgreSQL refuses to run as root and this machine has no {self._user!r} user to "
+                                 "run it as; run as a normal user, or create that user") from None
             self.root.chmod(0o755)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self._initdb()
