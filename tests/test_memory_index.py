@@ -216,3 +216,32 @@ def test_broad_filter_uses_the_index_filter(tmp_path: Path, data: np.ndarray, mo
             assert len(hits) == 10 and all(h.node.metadata.domain == "even" for h in hits)
             truth = {nodes[2 * i].id for i in exact_topk(evens, q[None, :], 10)[0]}
             assert len(truth & {h.node.id for h in hits}) >= 8
+
+
+def test_hits_read_their_nodes_once_and_only_when_used(tmp_path: Path, data: np.ndarray) -> None:
+    """search() answers from the index alone; the first .node reads every hit's row in one query."""
+    from ruvllm.errors import NotFoundError
+
+    with Memory.open(tmp_path / "m", dim=DIM, cache_size=0, node_cache=0) as mem:
+        nodes = fill(mem, data[:300])
+        by_id = {n.id: n for n in nodes}
+        statements: list[str] = []
+        mem.store._r().set_trace_callback(statements.append)  # this thread's read connection
+        hits = mem.search(data[0], k=10)
+        scores_only = [h.score for h in hits if h.score >= 0.95]
+        assert scores_only and not any("FROM nodes" in s for s in statements)  # scores need no row
+        assert hits[3].node.text == by_id[hits[3].node.id].text  # first use: the whole result is read
+        for h in hits:
+            assert np.allclose(h.node.vector, by_id[h.node.id].vector)
+        assert sum("FROM nodes" in s for s in statements) == 1
+        # a batch search reads the union of its rows' nodes in one query too
+        statements.clear()
+        batch = mem.search_batch(data[:4], k=10)
+        assert [h.node.id for h in batch[2]] == [h.node.id for h in mem.search(data[2], k=10)]
+        assert all(h.node.id in by_id for row in batch for h in row)
+        assert sum("FROM nodes" in s for s in statements) == 2  # the batch's one + the single search's one
+        # a node deleted between the search and its first use is reported, not invented
+        gone = mem.search(data[7], k=3)
+        mem.delete(mem.search(data[7], k=1)[0].node.id)
+        with pytest.raises(NotFoundError, match="deleted after the search"):
+            _ = gone[0].node

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ruvllm.config import HnswParams, hnsw_params_for
-from ruvllm.errors import InvalidInputError, StoreCorruptError, StoreError, ValidationError
+from ruvllm.errors import InvalidInputError, NotFoundError, StoreCorruptError, StoreError, ValidationError
 from ruvllm.memory.graph import Expanded, NeighbourhoodStats, expand, neighbourhood_stats, prune_weak_edges
 from ruvllm.memory.index import HnswIndex, IndexStamp
 from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
@@ -85,10 +84,69 @@ class _DirLock:
             self.fh.close()
 
 
-@dataclass(slots=True)
+class _ResultNodes:
+    """The nodes behind one search result, read from the store together, once, on first use.
+
+    ``Memory.search`` returns as soon as the index has answered: a caller that only needs the
+    scores (write-back's duplicate check drops everything under 0.95) never reads a row, and one
+    that reads any hit's node pays one store query for the whole result, not one per hit."""
+
+    __slots__ = ("_labels", "_memory", "_nodes")
+
+    def __init__(self, memory: Memory, labels: list[int]):
+        self._memory = memory
+        self._labels = labels
+        self._nodes: dict[int, Node] | None = None
+
+    def get(self, label: int) -> Node:
+        if self._nodes is None:  # two threads racing here both read the same rows: harmless
+            self._nodes = self._memory._nodes(self._labels)
+        node = self._nodes.get(label)
+        if node is None:
+            raise NotFoundError(f"the node at index label {label} was deleted after the search that found it")
+        return node
+
+
 class Hit:
-    node: Node
-    score: float  # cosine similarity in [-1, 1], higher is closer
+    """A search result: ``node`` and its cosine similarity ``score`` in [-1, 1], higher is closer.
+
+    ``Hit(node, score)`` holds its node; hits from ``Memory.search`` read theirs on first access
+    of ``.node`` (all hits of that search at once). A node deleted between the search and that
+    access raises ``NotFoundError``; a node updated in between is read in its new version."""
+
+    __slots__ = ("_label", "_node", "_rows", "score")
+
+    def __init__(self, node: Node, score: float):
+        self._node: Node | None = node
+        self.score = score
+        self._label = -1
+        self._rows: _ResultNodes | None = None
+
+    @classmethod
+    def _lazy(cls, label: int, score: float, rows: _ResultNodes) -> Hit:
+        hit = cls.__new__(cls)
+        hit._node, hit.score, hit._label, hit._rows = None, score, label, rows
+        return hit
+
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            assert self._rows is not None
+            self._node = self._rows.get(self._label)
+        return self._node
+
+    @node.setter
+    def node(self, value: Node) -> None:
+        self._node = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hit) and self.score == other.score and self.node == other.node
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
+
+    def __repr__(self) -> str:
+        node = self._node if self._node is not None else f"<label {self._label}, not read yet>"
+        return f"Hit(node={node!r}, score={self.score!r})"
 
 
 class QueryCache:
@@ -530,9 +588,10 @@ class Memory:
         return nodes
 
     def _hits(self, labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]) -> list[Hit]:
-        nodes = self._nodes(labels.tolist())
-        return [Hit(nodes[lb], float(s)) for lb, s in zip(labels.tolist(), scores.tolist(), strict=True)
-                if lb in nodes]
+        ls = labels.tolist()
+        rows = _ResultNodes(self, ls)
+        lazy = Hit._lazy
+        return [lazy(lb, s, rows) for lb, s in zip(ls, scores.tolist(), strict=True)]
 
     def _filtered(self, q: npt.NDArray[np.float32], k: int, ef: int | None, flt: Filter) -> list[Hit]:
         allowed = self.store.labels_where(flt)
@@ -563,9 +622,10 @@ class Memory:
         if len(qs) == 0:
             return []
         labels, scores = self.index.search(qs, k, ef, num_threads=-1)  # (n, k), (n, k)
-        nodes = self._nodes(np.unique(labels).tolist())
-        return [[Hit(nodes[lb], float(s)) for lb, s in zip(row_l.tolist(), row_s.tolist(), strict=True)
-                 if lb in nodes] for row_l, row_s in zip(labels, scores, strict=True)]
+        rows = _ResultNodes(self, np.unique(labels).tolist())  # one store query for every row's nodes
+        lazy = Hit._lazy
+        return [[lazy(lb, s, rows) for lb, s in zip(row_l.tolist(), row_s.tolist(), strict=True)]
+                for row_l, row_s in zip(labels, scores, strict=True)]
 
     def search_threshold(self, qvec: Any, min_score: float = 0.95, k: int = 10, **filters: Any) -> list[Hit]:
         """The hits among the top ``k`` whose similarity is at least ``min_score``."""

@@ -72,6 +72,7 @@ class HnswIndex:
         self._idx.init_index(max_elements=max(capacity, MIN_CAPACITY), M=params.m,
                              ef_construction=params.ef_construction, allow_replace_deleted=False)
         self._idx.set_ef(params.ef_search)
+        self._ef = params.ef_search  # what hnswlib's ef is set to now
         self._deleted = 0
 
     # ---- persistence ---------------------------------------------------------------------
@@ -159,19 +160,22 @@ class HnswIndex:
             k = min(k, live)
             if k <= 0:
                 return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
-            self._idx.set_ef(max(ef or self.params.ef_search, k))
+            want = max(ef or self.params.ef_search, k)
+            if want != self._ef:  # set_ef only when it changes: most searches use the default
+                self._idx.set_ef(want)
+                self._ef = want
             try:
                 labels, dist = self._idx.knn_query(q, k=k, num_threads=num_threads, filter=filter)
             except RuntimeError:
                 # deletions or a filter left too few reachable candidates at this ef: widen the beam
-                self._idx.set_ef(max(4 * k, 4 * (ef or self.params.ef_search), 256))
+                self._ef = max(4 * k, 4 * (ef or self.params.ef_search), 256)
+                self._idx.set_ef(self._ef)
                 try:
                     labels, dist = self._idx.knn_query(q, k=k, num_threads=num_threads, filter=filter)
                 except RuntimeError:
                     return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
-            finally:
-                self._idx.set_ef(self.params.ef_search)
-        return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+        # hnswlib's labels are uint64 and its cosine distances float32 (1 - similarity)
+        return labels.astype(np.int64), np.subtract(np.float32(1.0), dist, dtype=np.float32)
 
     def vectors(self, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """The indexed vectors of ``labels`` as unit rows (n, dim)."""
