@@ -153,3 +153,21 @@ def test_questions_naming_different_symbols_are_not_duplicates(setup) -> None:
     second = wb.write_answer("What does json.dumps do?", "It returns a JSON string.", v, [docs[1].id], [0.9], 0.9)
     assert first.action == second.action == "inserted" and first.node_id != second.node_id
     assert "superseded" not in mem.get(first.node_id).metadata.tags
+
+
+def test_plainly_off_topic_answers_are_not_kept(setup) -> None:
+    """Grounded but wrong: the neighbouring docstring, or a recited stored pair, is never stored."""
+    mem, wb, docs, rng = setup
+    before = mem.count()
+    wrong = wb.write_answer("What does shutil.SameFileError do?", "Class shutil.SpecialFileError (module shutil).",
+                            rvec(rng), [docs[0].id], [0.9], 0.95)
+    assert wrong.action == "skipped" and "shutil.SpecialFileError" in wrong.reason
+    recited = wb.write_answer("What does fnmatch.translate do?",
+                              "Q: What does fnmatch.translatecase do?\nA: It translates.", rvec(rng), [], [], 0.95)
+    assert recited.action == "skipped" and "recites" in recited.reason
+    assert mem.count() == before
+    # naming the asked symbol, or no symbol at all, is fine
+    assert wb.write_answer("What does shutil.SameFileError do?", "shutil.SameFileError is raised when source "
+                           "and destination are the same file.", rvec(rng), [], [], 0.95).action == "inserted"
+    assert wb.write_answer("What does json.loads do?", "It parses a JSON document.", rvec(rng), [], [],
+                           0.95).action == "inserted"

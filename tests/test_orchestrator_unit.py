@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from ruvllm.llm.base import SamplingParams
 from ruvllm.llm.prompt import COMPLETION_STOP, BuiltPrompt
-from ruvllm.orchestrator import _until_blank_line
+from ruvllm.memory import Hit
+from ruvllm.memory.graph import Expanded
+from ruvllm.memory.schema import Node, NodeType
+from ruvllm.orchestrator import _rank, _until_blank_line
 
 
 class Scripted:
@@ -51,3 +55,20 @@ def test_generation_stops_being_pulled_after_the_cut() -> None:
     built = BuiltPrompt("completion", prompt="Q", stop=COMPLETION_STOP)
     list(_until_blank_line(gen, built, SamplingParams(max_tokens=8)))  # type: ignore[arg-type]
     assert gen.pulled == 2
+
+
+def test_stored_answers_to_other_questions_stay_out_of_the_prompt() -> None:
+    """A Q/A node about json.loads must not reach a json.dumps prompt (a small model copies it);
+    one about json.dumps itself, and plain documents, do."""
+    rng = np.random.default_rng(0)
+
+    def node(text: str, typ: NodeType, source: str = "") -> Node:
+        return Node(text=text, vector=rng.normal(size=8).astype(np.float32), type=typ, source=source)
+
+    doc = node("Serialize obj to a JSON formatted str.", NodeType.DOCUMENT, "stdlib:json.dumps")
+    same = node("Q: What does json.dumps do?\nA: It returns a JSON string.", NodeType.QUERY)
+    other = node("Q: What does json.loads do?\nA: It parses a JSON string.", NodeType.QUERY)
+    far = node("Q: What does json.load do?\nA: It reads JSON from a file.", NodeType.QUERY)
+    ranked = _rank("What does json.dumps do?", rng.normal(size=8).astype(np.float32),
+                   [Hit(other, 0.9), Hit(doc, 0.8), Hit(same, 0.7)], [Expanded(far, 1, doc.id, 0.9)])
+    assert {c.node_id for c in ranked} == {doc.id, same.id}

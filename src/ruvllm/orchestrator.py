@@ -589,15 +589,18 @@ def _check_question(text: object) -> str:
 
 def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequence[Any]) -> list[ContextItem]:
     """Retrieved nodes by similarity; graph neighbours by their own similarity, discounted per hop;
-    a source the question names explicitly is lifted by ``NAME_BOOST``."""
+    a source the question names explicitly is lifted by ``NAME_BOOST``. A stored answer (Query
+    node) enters only when its question names the same symbols as this one."""
     named = named_symbols(question)
     items: dict[str, ContextItem] = {}
     for h in hits:
         n = h.node
+        if n.type == NodeType.QUERY and named_symbols(parse_qa(n.text)[0]) != named:
+            continue  # another question's stored answer: a small model copies it as if it were this one's
         items[n.id] = ContextItem(n.id, n.text, float(h.score), n.source, n.type.value, 0)
     for e in expanded:
         n = e.node
-        if n.id in items:
+        if n.id in items or (n.type == NodeType.QUERY and named_symbols(parse_qa(n.text)[0]) != named):
             continue
         sim = float(np.dot(qvec, n.vector) / (np.linalg.norm(n.vector) * np.linalg.norm(qvec) + 1e-9))
         items[n.id] = ContextItem(n.id, n.text, sim * HOP_DISCOUNT ** e.hop, n.source, n.type.value, e.hop)

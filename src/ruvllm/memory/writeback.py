@@ -3,6 +3,9 @@
     answer judged ─▶ quality < θ ? ─▶ skipped
                         │
                         ▼
+                  plainly off topic? ─▶ skipped  (names other symbols than asked; recites a Q/A pair)
+                        │
+                        ▼
           near-duplicate question?  (MinHash Jaccard >= minhash_threshold  OR  cosine >= dup_similarity)
              │ no                               │ yes
              ▼                                  ▼
@@ -82,6 +85,22 @@ def named_symbols(text: str) -> frozenset[str]:
     """Dotted names a question spells out (``json.dumps``). Two questions that name different
     symbols are different questions however close their vectors ("json.dump" vs "json.dumps")."""
     return frozenset(_SYMBOL.findall(text))
+
+
+def off_topic_reason(question: str, answer: str) -> str:
+    """Why ``answer`` is plainly not an answer to ``question`` ("" when nothing says so).
+
+    Grounding (token overlap with the context) cannot see this: a small model that copies the
+    neighbouring docstring ("Class shutil.SpecialFileError …" for shutil.SameFileError) or recites a
+    stored pair ("Q: What does fnmatch.translatecase do? A: …") is perfectly grounded. Caught here:
+    an answer that names dotted symbols, none of them the ones asked about, and an answer that
+    recites a Q/A pair. An answer naming no symbol ("It serialises obj to JSON.") passes."""
+    if answer.lstrip().startswith("Q:") or "\nA: " in answer:
+        return "the answer recites a stored question/answer pair"
+    asked, said = named_symbols(question), named_symbols(answer)
+    if asked and said and not asked & said:
+        return f"the answer is about {', '.join(sorted(said))}, the question about {', '.join(sorted(asked))}"
+    return ""
 
 
 def format_qa(question: str, answer: str) -> str:
@@ -200,6 +219,9 @@ class WriteBack:
         if quality < self.cfg.quality_threshold:
             return self._done(WriteResult(
                 "skipped", None, f"quality {quality:.3f} below the threshold {self.cfg.quality_threshold}"))
+        off_topic = off_topic_reason(q, a)
+        if off_topic:
+            return self._done(WriteResult("skipped", None, off_topic))
         with self._lock:
             mh = minhash(q)
             dup = self.find_duplicate(q, vec, mh)
