@@ -89,3 +89,25 @@ def test_unsupported_architecture_is_named_in_the_error(tmp_path: Path) -> None:
     assert gguf_architecture(path) == "alien-arch"
     with pytest.raises(ModelLoadError, match="alien-arch"):
         LlamaCppGenerator("alien", path)
+
+
+def test_prefix_cache_memory_is_bounded_and_restores_give_the_same_answer(registry: Any) -> None:
+    """A cached state keeps one logits row, not n_batch x n_vocab floats (512 MB for Gemma), and
+    an answer generated after restoring a cached prefix equals the uncached one."""
+    path = registry.path("gemma3-270m")
+    cached = LlamaCppGenerator("gemma3-270m", path, n_ctx=1024, prompt_style="completion", prefix_cache_mb=64)
+    plain = LlamaCppGenerator("gemma3-270m", path, n_ctx=1024, prompt_style="completion")
+    try:
+        p = SamplingParams(max_tokens=12, stop=("\n\n",))
+        other = PROMPT.replace("json.dumps", "json.loads")
+        first = cached.complete(PROMPT, p).text
+        cached.complete(other, p)  # evicts PROMPT's KV from the context: the next PROMPT restores it
+        again = cached.complete(PROMPT, p).text
+        assert first == again == plain.complete(PROMPT, p).text
+        cache = cached.llm.cache
+        states = list(cache.cache_state.values())
+        assert states and all(s.scores.shape == (1, cached.llm.n_vocab()) for s in states)
+        assert cache.cache_size == sum(s.llama_state_size + s.scores.nbytes for s in states) <= 64 << 20
+    finally:
+        cached.close()
+        plain.close()

@@ -19,12 +19,34 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
+
 from ruvllm.errors import ContextOverflowError, ModelLoadError
 from ruvllm.llm.base import ChatMessage, Generation, PromptStyle, SamplingParams
 from ruvllm.llm.registry import check_gguf
 from ruvllm.llm.speculative import LlamaDraftModel, LlamaModelDraft, make_draft
 
 SUPPORTED_ARCHITECTURES_HINT = "llama, qwen2, gemma3, lfm2, ..."
+
+
+class PrefixCache(llama_cpp.LlamaRAMCache):
+    """llama-cpp-python's RAM prefix cache, with its memory actually bounded.
+
+    Each state it saves (``Llama.save_state``) carries a copy of the logits buffer, up to n_batch x
+    n_vocab floats (512 MB for Gemma 3's 262K vocabulary at n_batch 512; n_ctx rows with
+    ``logits_all``), while the cache counts only the KV bytes against its capacity. A few cached
+    prompts then took gigabytes: bench/selflearn.py's two-arm run reached 12.6 GB of RSS.
+    After a restore llama.cpp re-evaluates at least the last prompt token before sampling, so
+    the saved logits are never read; we keep one row (``load_state`` broadcasts it) and count it."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if getattr(value, "scores", None) is not None and len(value.scores) > 1:
+            value.scores = value.scores[-1:].copy()  # (1, n_vocab)
+        super().__setitem__(key, value)
+
+    @property
+    def cache_size(self) -> int:
+        return sum(int(s.llama_state_size) + int(s.scores.nbytes) for s in self.cache_state.values())
 
 
 def gguf_architecture(path: Path) -> str:
@@ -57,8 +79,6 @@ class LlamaCppGenerator:
         draft: str | LlamaDraftModel = "",
         draft_tokens: int = 10,
     ):
-        import llama_cpp
-
         self.name = name
         self.path = Path(path)
         check_gguf(self.path)
@@ -92,7 +112,7 @@ class LlamaCppGenerator:
         has_template = "tokenizer.chat_template" in self.llm.metadata
         self.prompt_style: PromptStyle = prompt_style or ("chat" if has_template else "completion")
         if prefix_cache_mb > 0:
-            self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=prefix_cache_mb << 20))
+            self.llm.set_cache(PrefixCache(capacity_bytes=prefix_cache_mb << 20))
         self._lock = threading.Lock()
 
     # ---- tokens --------------------------------------------------------------------
