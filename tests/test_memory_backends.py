@@ -303,8 +303,8 @@ def test_writeback_merge_keeps_history(mem: MemoryBackend) -> None:
     assert r1.action == "inserted"
     r2 = wb.write_answer("What does json.dumps do?", "It returns a JSON string.", qv, [doc.id], [0.8], 0.9)
     assert (r2.action, r2.node_id) == ("skipped", r1.node_id)
-    r3 = wb.write_answer("What does json.dumps do ?", "Serialises obj to a str in JSON format, unlike json.dump "
-                         "which writes to a file.", qv + 0.001, [doc.id], [0.7], 0.8)
+    better = "Serialises obj to a str in JSON format, where its sibling writes to a file."
+    r3 = wb.write_answer("What does json.dumps do ?", better, qv + 0.001, [doc.id], [0.7], 0.8)
     assert r3.action == "merged" and r3.node_id != r1.node_id
     assert r1.node_id is not None and r3.node_id is not None
     old, new = mem.get(r1.node_id), mem.get(r3.node_id)
@@ -315,8 +315,7 @@ def test_writeback_merge_keeps_history(mem: MemoryBackend) -> None:
     rels = {(e.src, e.dst, e.rel) for e in mem.edges(r3.node_id)}
     assert (r3.node_id, r1.node_id, EdgeType.DERIVED) in rels and (r3.node_id, doc.id, EdgeType.CITES) in rels
     # a fresh WriteBack (rebuilding its MinHash index from the store) still sees the merge
-    r4 = WriteBack(mem).write_answer("What does json.dumps do?", "Serialises obj to a str in JSON format, "
-                                     "unlike json.dump which writes to a file.", qv, [doc.id], [0.7], 0.8)
+    r4 = WriteBack(mem).write_answer("What does json.dumps do?", better, qv, [doc.id], [0.7], 0.8)
     assert (r4.action, r4.node_id) == ("skipped", r3.node_id)
     assert mem.stats()["writeback"]["attempts"] >= 1
 
