@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["embedded_memory_search_k10_interleaved"] = {**summary(t_emb),
                                                              "recall": round(recall_at(f_emb, truth, 10), 4)}
             emb.close()
+            shutil.rmtree(emb.path, ignore_errors=True)
         times, found = [], []
         for q in queries:
             t = time.perf_counter_ns()
