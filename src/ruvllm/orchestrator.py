@@ -124,7 +124,7 @@ class RuvLLM:
         self.data_dir = open_data_dir(self.config.data_path)
         mc = self.config.memory
         self.memory = open_memory(mc, self.data_dir)  # memory.backend: embedded | pgvector
-        self.writeback = WriteBack(self.memory, self.config.writeback)  # type: ignore[arg-type]  # takes any MemoryBackend
+        self.writeback = WriteBack(self.memory, self.config.writeback)
         self.registry = Registry(self.config.models_path, extra=self.config.llm.paths)
         self.pool = ModelPool(self.registry, self.config.llm)
         self._embedder = embedder

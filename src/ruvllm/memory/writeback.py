@@ -39,7 +39,7 @@ from ruvllm.errors import ConfigError, InvalidInputError, NotFoundError
 from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType, as_vector
 
 if TYPE_CHECKING:
-    from ruvllm.memory import Memory
+    from ruvllm.memory.backends import MemoryBackend
 
 NUM_PERM = 128
 SHINGLE = 3
@@ -118,7 +118,7 @@ def parse_qa(text: str) -> tuple[str, str]:
 class WriteBack:
     """Decides whether an answer is stored, skipped or merged; counts what it did."""
 
-    def __init__(self, mem: Memory, cfg: WritebackConfig | None = None):
+    def __init__(self, mem: MemoryBackend, cfg: WritebackConfig | None = None):
         self.mem = mem
         self.cfg = cfg or WritebackConfig()
         for name in ("quality_threshold", "dup_similarity", "minhash_threshold"):
