@@ -338,7 +338,9 @@ def sweep_markdown(doc: dict[str, Any]) -> list[str]:
         lines += ["## Cost weight μ (chosen on the training split)", "",
                   f"Rule: the largest μ in {list(MU_GRID)} at which the oracle's training-split labels keep quality "
                   f"regret vs always-large ≤ {QUALITY_REGRET_TARGET} (1–5); λ = {sel['lambda']}. "
-                  f"Chosen: **μ = {sel['mu']:g}**.", "",
+                  + (f"Chosen: **μ = {sel['mu']:g}**." if sel.get("applied", True) else
+                     f"The rule would choose μ = {sel['mu']:g}; this run uses "
+                     f"**μ = {doc['labels']['mu_per_cost_unit']:g}** (given with --mu)."), "",
                   "| μ | oracle large calls (train) | oracle quality regret (train) | oracle cost reduction (train) |",
                   "|---:|---:|---:|---:|"]
         for r in sel["rows"]:
@@ -543,10 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     cost_doc: dict[str, Any] = {}
     if mu_arg is not None or lam_given:
         lam = args.lam if lam_given else float(info.get("lambda_per_s", 0.02))
+        picked, rows = select_mu([r for r in recs if r.split == "train"], lam)
+        cost_doc["mu_selection"] = {"lambda": lam, "mu": picked, "rows": rows, "applied": mu_arg == "auto",
+                                    "rule": "largest μ whose train-split oracle keeps quality regret <= 0.1"}
         if mu_arg == "auto":
-            mu, rows = select_mu([r for r in recs if r.split == "train"], lam)
-            cost_doc["mu_selection"] = {"lambda": lam, "mu": mu, "rows": rows,
-                                        "rule": "largest μ whose train-split oracle keeps quality regret <= 0.1"}
+            mu = picked
         else:
             mu = float(mu_arg) if mu_arg is not None else float(info.get("mu_per_cost_unit", 0.02))
         recs = [relabel(r, lam, mu) for r in recs]
