@@ -30,7 +30,16 @@ import numpy as np
 import numpy.typing as npt
 
 from ruvllm.config import HnswParams, hnsw_params_for
-from ruvllm.errors import InvalidInputError, NotFoundError, StoreCorruptError, StoreError, ValidationError
+from ruvllm.errors import InvalidInputError, NotFoundError, StoreCorruptError, StoreError
+from ruvllm.memory.checks import (
+    check_batch,
+    check_edge,
+    check_ef,
+    check_k,
+    check_min_score,
+    check_node,
+    check_query,
+)
 from ruvllm.memory.graph import Expanded, NeighbourhoodStats, expand, neighbourhood_stats, prune_weak_edges
 from ruvllm.memory.index import HnswIndex, IndexStamp
 from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
@@ -47,7 +56,6 @@ DB_FILE = "memory.db"
 INDEX_FILE = "index.hnsw"
 INDEX_META = "index.json"
 LOCK_FILE = "lock"
-MAX_K = 1024
 EXACT_FILTER_LIMIT = 4096  # a filter matching at most this many nodes is answered by exact search
 
 
@@ -258,20 +266,6 @@ class NodeCache:
                 "hit_rate": round(self.hits / total, 4) if total else 0.0}
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
-        raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
-    return int(k)
-
-
-def _check_ef(ef: Any) -> int | None:
-    if ef is None:
-        return None
-    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= int(ef) <= 100_000:
-        raise InvalidInputError(f"ef must be a positive integer, got {ef!r}")
-    return int(ef)
-
-
 class Memory:
     """Nodes, edges and vectors: the durable store plus the ANN index and the graph."""
 
@@ -405,25 +399,13 @@ class Memory:
             raise StoreError(f"the memory at {self.path} is closed")
 
     # ---- writes ------------------------------------------------------------------------------------
-    def _check_node(self, node: Node) -> Node:
-        if not isinstance(node, Node):
-            raise ValidationError(f"expected a Node, got {type(node).__name__}")
-        node.validate(self.dim)
-        if not float(np.dot(node.vector, node.vector)) > 0.0:
-            raise ValidationError(f"node {node.id} has an all-zero vector; cosine similarity is undefined for it")
-        return node
-
     def add(self, node: Node) -> Node:
         self.add_many([node], [])
         return node
 
     def add_many(self, nodes: Sequence[Node], edges: Sequence[Edge] = ()) -> None:
         """Insert nodes and edges in one transaction, durable before return, then index the nodes."""
-        nodes = [self._check_node(n) for n in nodes]
-        edges = [e.validate() if isinstance(e, Edge) else _not_edge(e) for e in edges]
-        ids = [n.id for n in nodes]
-        if len(set(ids)) != len(ids):
-            raise ValidationError("the batch holds the same node id twice")
+        nodes, edges = check_batch(nodes, edges, self.dim)
         if not nodes and not edges:
             return
         with self._wlock:
@@ -439,9 +421,7 @@ class Memory:
                          "at the next open (or call rebuild_index())", self._count, hnsw_params_for(self._count))
 
     def add_edge(self, edge: Edge) -> Edge:
-        if not isinstance(edge, Edge):
-            _not_edge(edge)
-        edge.validate()
+        check_edge(edge)
         with self._wlock:
             self._check_open()
             self.store.add_edges([edge])
@@ -486,7 +466,7 @@ class Memory:
                 new.type = type  # type: ignore[assignment]  # validate() converts / rejects
             new.metadata.version = old.metadata.version + 1
             new.metadata.timestamp = time.time()
-            self._check_node(new)
+            check_node(new, self.dim)
             label = self.store.update(new, old)
             self._nodes_cache.evict(label)
             if vector is not None:
@@ -539,15 +519,6 @@ class Memory:
     def count(self) -> int:
         return self._count
 
-    def _qvec(self, qvec: Any) -> npt.NDArray[np.float32]:
-        try:
-            q = as_vector(qvec, self.dim, "query vector")
-        except ValidationError as exc:
-            raise InvalidInputError(str(exc)) from None
-        if not float(np.dot(q, q)) > 0.0:
-            raise InvalidInputError("query vector is all zeros")
-        return q
-
     def search(
         self,
         qvec: Any,
@@ -562,9 +533,9 @@ class Memory:
     ) -> list[Hit]:
         """The ``k`` nodes most similar to ``qvec`` (cosine), best first, optionally filtered."""
         self._check_open()
-        q = self._qvec(qvec)
-        k = _check_k(k)
-        ef = _check_ef(ef)
+        q = check_query(qvec, self.dim)
+        k = check_k(k)
+        ef = check_ef(ef)
         flt = Filter(types, domain, tags, since, until)
         key = (q.tobytes(), k, ef, flt.key())
         cached = self._cache.get(key)
@@ -609,8 +580,8 @@ class Memory:
     def search_batch(self, qvecs: Any, k: int = 10, *, ef: int | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``qvecs`` (n, dim), in parallel inside hnswlib."""
         self._check_open()
-        k = _check_k(k)
-        ef = _check_ef(ef)
+        k = check_k(k)
+        ef = check_ef(ef)
         try:
             qs = np.ascontiguousarray(qvecs, dtype=np.float32)
         except (TypeError, ValueError):
@@ -629,8 +600,7 @@ class Memory:
 
     def search_threshold(self, qvec: Any, min_score: float = 0.95, k: int = 10, **filters: Any) -> list[Hit]:
         """The hits among the top ``k`` whose similarity is at least ``min_score``."""
-        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not -1.0 <= min_score <= 1.0:
-            raise InvalidInputError(f"min_score must be a number in [-1, 1], got {min_score!r}")
+        min_score = check_min_score(min_score)
         return [h for h in self.search(qvec, k, **filters) if h.score >= min_score]
 
     def expand(self, seed_ids: Sequence[str], hops: int = 2, min_weight: float = 0.0, limit: int = 64,
@@ -658,10 +628,6 @@ class Memory:
         for name, provider in self._stats_providers.items():
             out[name] = provider()
         return out
-
-
-def _not_edge(e: object) -> Edge:
-    raise ValidationError(f"expected an Edge, got {type(e).__name__}")
 
 
 from ruvllm.memory.writeback import WriteBack, WriteResult  # noqa: E402  (writeback uses Memory)

@@ -68,7 +68,16 @@ from ruvllm.errors import (
     StoreError,
     ValidationError,
 )
-from ruvllm.memory import EXACT_FILTER_LIMIT, MAX_K, Hit
+from ruvllm.memory import EXACT_FILTER_LIMIT, Hit
+from ruvllm.memory.checks import (
+    check_batch,
+    check_edge,
+    check_ef,
+    check_k,
+    check_min_score,
+    check_node,
+    check_query,
+)
 from ruvllm.memory.graph import MAX_HOPS, Expanded, NeighbourhoodStats, check_rels, neighbourhood_stats
 from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType, as_vector, check_uuid
 from ruvllm.memory.store import Filter
@@ -175,20 +184,6 @@ def _valid_uuid(value: Any) -> str | None:
         return str(uuid.UUID(value))
     except ValueError:
         return None
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
-        raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
-    return int(k)
-
-
-def _check_ef(ef: Any) -> int | None:
-    if ef is None:
-        return None
-    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= int(ef) <= 100_000:
-        raise InvalidInputError(f"ef must be a positive integer, got {ef!r}")
-    return int(ef)
 
 
 def _lost(exc: BaseException, conn: Conn | None) -> bool:
@@ -405,25 +400,13 @@ class PgMemory:
         return self._store
 
     # ---- writes ------------------------------------------------------------------------------
-    def _check_node(self, node: Node) -> Node:
-        if not isinstance(node, Node):
-            raise ValidationError(f"expected a Node, got {type(node).__name__}")
-        node.validate(self._dim)
-        if not float(np.dot(node.vector, node.vector)) > 0.0:
-            raise ValidationError(f"node {node.id} has an all-zero vector; cosine similarity is undefined for it")
-        return node
-
     def add(self, node: Node) -> Node:
         self.add_many([node], [])
         return node
 
     def add_many(self, nodes: Sequence[Node], edges: Sequence[Edge] = ()) -> None:
         """Insert nodes and edges in one transaction, committed before return."""
-        nodes = [self._check_node(n) for n in nodes]
-        edges = [e.validate() if isinstance(e, Edge) else _not_edge(e) for e in edges]
-        ids = [n.id for n in nodes]
-        if len(set(ids)) != len(ids):
-            raise ValidationError("the batch holds the same node id twice")
+        nodes, edges = check_batch(nodes, edges, self._dim)
         if not nodes and not edges:
             return
 
@@ -439,7 +422,7 @@ class PgMemory:
             except psycopg.errors.UniqueViolation as exc:
                 if retry and nodes and self._batch_present(conn, nodes):
                     return  # the attempt whose connection was lost had committed
-                raise self._unique(conn, exc, ids) from None
+                raise self._unique(conn, exc, [n.id for n in nodes]) from None
             except psycopg.errors.ForeignKeyViolation:
                 raise self._missing_end(conn, edges, {n.id for n in nodes}) from None
 
@@ -478,9 +461,7 @@ class PgMemory:
         return NotFoundError("an edge refers to a node that does not exist")
 
     def add_edge(self, edge: Edge) -> Edge:
-        if not isinstance(edge, Edge):
-            _not_edge(edge)
-        edge.validate()
+        check_edge(edge)
 
         def op(conn: Conn, _retry: bool) -> None:
             try:
@@ -542,7 +523,7 @@ class PgMemory:
                     new.type = type  # type: ignore[assignment]  # validate() converts / rejects
                 new.metadata.version = old.metadata.version + 1
                 new.metadata.timestamp = time.time()
-                self._check_node(new)
+                check_node(new, self._dim)
                 written[:] = [new]
                 self._write_version(conn, new, old)
                 return new
@@ -683,15 +664,6 @@ class PgMemory:
         return int(self._read(lambda c: c.execute(self._q("SELECT count(*) FROM {s}.nodes")).fetchone()[0],  # type: ignore[index]
                               "count"))
 
-    def _qvec(self, qvec: Any) -> npt.NDArray[np.float32]:
-        try:
-            q = as_vector(qvec, self._dim, "query vector")
-        except ValidationError as exc:
-            raise InvalidInputError(str(exc)) from None
-        if not float(np.dot(q, q)) > 0.0:
-            raise InvalidInputError("query vector is all zeros")
-        return q
-
     def _knn(self, conn: Conn, q: npt.NDArray[np.float32], k: int, ef: int | None, where: str = "true",
              args: Sequence[Any] = (), exact: bool = False) -> list[Hit]:
         """The k nearest (cosine) among rows matching ``where``: through the HNSW index, or exactly."""
@@ -728,9 +700,9 @@ class PgMemory:
         until: float | None = None,
     ) -> list[Hit]:
         """The ``k`` nodes most similar to ``qvec`` (cosine), best first, optionally filtered."""
-        q = self._qvec(qvec)
-        k = _check_k(k)
-        ef = _check_ef(ef)
+        q = check_query(qvec, self._dim)
+        k = check_k(k)
+        ef = check_ef(ef)
         flt = Filter(types, domain, tags, since, until)
         if flt.empty:
             return self._read(lambda c: self._knn(c, q, k, ef), "search")
@@ -752,8 +724,8 @@ class PgMemory:
 
     def search_batch(self, qvecs: Any, k: int = 10, *, ef: int | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``qvecs`` (n, dim), over one connection."""
-        k = _check_k(k)
-        ef = _check_ef(ef)
+        k = check_k(k)
+        ef = check_ef(ef)
         try:
             qs = np.ascontiguousarray(qvecs, dtype=np.float32)
         except (TypeError, ValueError):
@@ -768,8 +740,7 @@ class PgMemory:
 
     def search_threshold(self, qvec: Any, min_score: float = 0.95, k: int = 10, **filters: Any) -> list[Hit]:
         """The hits among the top ``k`` whose similarity is at least ``min_score``."""
-        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not -1.0 <= min_score <= 1.0:
-            raise InvalidInputError(f"min_score must be a number in [-1, 1], got {min_score!r}")
+        min_score = check_min_score(min_score)
         return [h for h in self.search(qvec, k, **filters) if h.score >= min_score]
 
     def expand(self, seed_ids: Sequence[str], hops: int = 2, min_weight: float = 0.0, limit: int = 64,
@@ -875,7 +846,7 @@ class PgMemory:
     def import_versions(self, items: Sequence[tuple[Node, Sequence[Node]]]) -> None:
         """Write nodes exactly as given (version, timestamp and all) with their earlier versions, in one
         transaction. For ``ruvllm migrate``; ordinary writers use ``add_many``/``update``."""
-        nodes = [self._check_node(n) for n, _ in items]
+        nodes = [check_node(n, self._dim) for n, _ in items]
         hist = [(h, n.id) for n, hs in items for h in hs]
         for h, _ in hist:
             h.validate(self._dim)
@@ -973,6 +944,3 @@ def _first_line(exc: BaseException | None) -> str:
     text = str(exc).strip() if exc is not None else ""
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-def _not_edge(e: object) -> Edge:
-    raise ValidationError(f"expected an Edge, got {type(e).__name__}")
