@@ -24,19 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.memory import exact_topk, make_data, recall_at, rss_mb, summary
+from bench.memory import exact_topk, latencies, make_data, recall_at, rss_mb, summary
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _latencies(fn: Any, queries: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
-    times, found = [], []
-    for q in queries:
-        t0 = time.perf_counter_ns()
-        labels = fn(q)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-        found.append(labels)
-    return times, found
 
 
 def child_hnsw(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -58,9 +48,7 @@ def child_hnsw(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     disk = (work / "hnsw.bin").stat().st_size
     (work / "hnsw.bin").unlink()
     idx.set_ef(efs)
-    for q in queries[:20]:
-        idx.knn_query(q, k=10, num_threads=1)
-    times, found = _latencies(lambda q: idx.knn_query(q, k=10, num_threads=1)[0][0], queries)
+    times, found = latencies(lambda q: idx.knn_query(q, k=10, num_threads=1)[0][0], queries)
     return {"engine": f"hnswlib M={m} efC={efc} efS={efs}", "build_s": round(build, 1),
             "resident_bytes_per_vector": round(rss * 2**20 / n, 1), "disk_bytes_per_vector": round(disk / n, 1),
             "k10": summary(times), "recall@10": round(recall_at(found, truth, 10), 4)}
@@ -94,9 +82,7 @@ def child_ivfpq_serve(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                            "disk_bytes_per_vector": cold.info()["disk_bytes_per_vector"], "runs": []}
     for refine in cfg["refine"]:
         for nprobe in cfg["nprobe"]:
-            for q in queries[:20]:
-                cold.search(q, 10, nprobe=nprobe, refine=refine)
-            times, found = _latencies(lambda q, p=nprobe, r=refine: cold.search(q, 10, nprobe=p, refine=r)[0][0],
+            times, found = latencies(lambda q, p=nprobe, r=refine: cold.search(q, 10, nprobe=p, refine=r)[0][0],
                                       queries)
             out["runs"].append({"nprobe": nprobe, "refine": refine, "k10": summary(times),
                                 "recall@10": round(recall_at(found, truth, 10), 4)})
