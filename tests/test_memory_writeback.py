@@ -171,3 +171,5 @@ def test_plainly_off_topic_answers_are_not_kept(setup) -> None:
                            "and destination are the same file.", rvec(rng), [], [], 0.95).action == "inserted"
     assert wb.write_answer("What does json.loads do?", "It parses a JSON document.", rvec(rng), [], [],
                            0.95).action == "inserted"
+    assert wb.write_answer("What does textwrap.fill do?", "Textwrap.fill wraps a paragraph.", rvec(rng), [], [],
+                           0.95).action == "inserted"  # capitalised at the sentence start: the same symbol

@@ -98,7 +98,8 @@ def off_topic_reason(question: str, answer: str) -> str:
     if answer.lstrip().startswith("Q:") or "\nA: " in answer:
         return "the answer recites a stored question/answer pair"
     asked, said = named_symbols(question), named_symbols(answer)
-    if asked and said and not asked & said:
+    # case-blind: "Textwrap.fill wraps …" at the start of a sentence is textwrap.fill
+    if asked and said and not {s.lower() for s in asked} & {s.lower() for s in said}:
         return f"the answer is about {', '.join(sorted(said))}, the question about {', '.join(sorted(asked))}"
     return ""
 
