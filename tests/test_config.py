@@ -50,6 +50,9 @@ def test_wrong_type_and_range() -> None:
         Config.from_dict({"memory": {"k": 65}})
     with pytest.raises(ConfigError, match="default_model"):
         Config.from_dict({"llm": {"models": ["gemma3-270m"], "default_model": "nope"}})
+    with pytest.raises(ConfigError, match=r"router.explore must be in \[0, 1\]"):
+        Config.from_dict({"router": {"explore": 1.5}})
+    assert Config.from_dict({"router": {"explore": 0.1}}).router.explore == 0.1
 
 
 def test_toml_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

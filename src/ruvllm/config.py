@@ -136,6 +136,9 @@ class RouterConfig:
     # an empty answer always goes once to the next larger model; cascade = true also escalates a
     # weakly grounded answer (grounding < 0.35) or one that says it does not know
     cascade: bool = False
+    # kind = "fastgrnn": share of queries routed to a uniformly drawn model (ε-greedy exploration);
+    # each decision records its propensity, so the online learner weights the outcome by 1/propensity
+    explore: float = 0.0
 
 
 @dataclass
@@ -262,6 +265,7 @@ class Config:
             check(llm.max_retries >= 0, "llm.max_retries must be >= 0")
         check(self.router.kind in ("rules", "fastgrnn"), "router.kind must be 'rules' or 'fastgrnn'")
         check(0.0 <= self.router.confidence_threshold <= 1.0, "router.confidence_threshold must be in [0, 1]")
+        check(0.0 <= self.router.explore <= 1.0, "router.explore must be in [0, 1]")
         w = self.writeback
         check(0.0 <= w.quality_threshold <= 1.0, "writeback.quality_threshold must be in [0, 1]")
         check(0.0 < w.dup_similarity <= 1.0, "writeback.dup_similarity must be in (0, 1]")

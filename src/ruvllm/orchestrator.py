@@ -177,7 +177,8 @@ class RuvLLM:
                 if not (path.exists() or path.with_suffix(".npz").exists()):
                     raise ConfigError(f"router.kind = 'fastgrnn' but there is no trained router at {path}; "
                                       "run `ruvllm router train` or set router.model_path")
-                self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx)
+                self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx,
+                                                   epsilon=self.config.router.explore, seed=self.config.llm.seed)
             else:
                 self._router = RuleRouter(models, self._model_sizes(), max_context=self.config.llm.n_ctx)
         return self._router
