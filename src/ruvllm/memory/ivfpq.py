@@ -49,7 +49,7 @@ class IvfPqParams:
     nlist: int = 4096
     pq_m: int = 48
     pq_bits: int = 8
-    opq: bool = False  # OPQ48 trains for minutes and barely helped on our data (bench/hybrid.py)
+    opq: bool = False  # OPQ48 trained for minutes and recalled less on bench/hybrid.py's data
 
     def check(self, dim: int) -> None:
         if self.nlist < 1:
@@ -98,7 +98,7 @@ class IvfPqIndex:
         self._index = index
         self._ivf = faiss.extract_index_ivf(index)
         self._vectors = vectors  # (n, dim) float16, memory-mapped
-        self._labels = labels  # (n,) position → caller's label
+        self._labels = labels  # (n,) position → caller's label, memory-mapped
 
     # ---- build / open --------------------------------------------------------------------------
     @classmethod
@@ -152,13 +152,15 @@ class IvfPqIndex:
         try:
             index = faiss.read_index(str(path / INDEX_FILE), faiss.IO_FLAG_MMAP)
             vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
-            labels = np.load(path / LABELS_FILE)
+            labels = np.load(path / LABELS_FILE, mmap_mode="r")  # int64, as saved
         except (RuntimeError, OSError, ValueError) as exc:
             raise StoreCorruptError(f"the IVF-PQ tier in {path} cannot be read ({exc})") from None
         if index.d != dim or index.ntotal != n or vectors.shape != (n, dim) or labels.shape != (n,):
             raise StoreCorruptError(f"the IVF-PQ tier in {path} is inconsistent: index {index.ntotal}x{index.d}, "
                                     f"vectors {vectors.shape}, labels {labels.shape}, expected {n}x{dim}")
-        return cls(path, index, vectors, labels.astype(np.int64), params)
+        if labels.dtype != np.int64:
+            raise StoreCorruptError(f"{path / LABELS_FILE} holds {labels.dtype}, expected int64")
+        return cls(path, index, vectors, labels, params)
 
     # ---- search --------------------------------------------------------------------------------
     def __len__(self) -> int:
