@@ -14,7 +14,6 @@ are kept. See docs/memory.md.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import logging
 import os
@@ -37,12 +36,12 @@ from ruvllm.memory.checks import (
     check_ef,
     check_k,
     check_min_score,
-    check_node,
     check_query,
+    next_version,
 )
 from ruvllm.memory.graph import Expanded, NeighbourhoodStats, expand, neighbourhood_stats, prune_weak_edges
 from ruvllm.memory.index import HnswIndex, IndexStamp
-from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType, as_vector
+from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType
 from ruvllm.memory.store import Filter, Store
 
 __all__ = [
@@ -449,24 +448,8 @@ class Memory:
         with self._wlock:
             self._check_open()
             old = self.store.get(node_id)
-            new = copy.deepcopy(old)
-            if text is not None:
-                new.text = text
-            if vector is not None:
-                new.vector = as_vector(vector, self.dim, "node vector")
-            if confidence is not None:
-                new.metadata.confidence = confidence
-            if tags is not None:
-                new.metadata.tags = list(tags) if isinstance(tags, (list, tuple)) else tags
-            if domain is not None:
-                new.metadata.domain = domain
-            if source is not None:
-                new.source = source
-            if type is not None:
-                new.type = type  # type: ignore[assignment]  # validate() converts / rejects
-            new.metadata.version = old.metadata.version + 1
-            new.metadata.timestamp = time.time()
-            check_node(new, self.dim)
+            new = next_version(old, self.dim, text=text, vector=vector, confidence=confidence, tags=tags,
+                               domain=domain, source=source, type=type)
             label = self.store.update(new, old)
             self._nodes_cache.evict(label)
             if vector is not None:

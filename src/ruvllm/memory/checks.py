@@ -1,7 +1,10 @@
-"""Input checks every memory backend applies the same way, so both answer bad input alike."""
+"""Input checks every memory backend applies the same way, so both answer bad input alike, and
+the one rule for what an update makes of a node."""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ruvllm.errors import InvalidInputError, ValidationError
-from ruvllm.memory.schema import Edge, Node, as_vector
+from ruvllm.memory.schema import Edge, Node, NodeType, as_vector
 
 MAX_K = 1024
 
@@ -68,3 +71,36 @@ def check_batch(nodes: Sequence[Any], edges: Sequence[Any], dim: int) -> tuple[l
     if len(set(ids)) != len(ids):
         raise ValidationError("the batch holds the same node id twice")
     return checked, links
+
+
+def next_version(
+    old: Node,
+    dim: int,
+    *,
+    text: str | None = None,
+    vector: Any = None,
+    confidence: float | None = None,
+    tags: list[str] | None = None,
+    domain: str | None = None,
+    source: str | None = None,
+    type: NodeType | str | None = None,
+) -> Node:
+    """``old`` with the given fields changed, version + 1 and a new timestamp, validated."""
+    new = copy.deepcopy(old)
+    if text is not None:
+        new.text = text
+    if vector is not None:
+        new.vector = as_vector(vector, dim, "node vector")
+    if confidence is not None:
+        new.metadata.confidence = confidence
+    if tags is not None:
+        new.metadata.tags = list(tags) if isinstance(tags, (list, tuple)) else tags
+    if domain is not None:
+        new.metadata.domain = domain
+    if source is not None:
+        new.source = source
+    if type is not None:
+        new.type = type  # type: ignore[assignment]  # validate() converts / rejects
+    new.metadata.version = old.metadata.version + 1
+    new.metadata.timestamp = time.time()
+    return check_node(new, dim)

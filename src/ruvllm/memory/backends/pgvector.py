@@ -40,7 +40,6 @@ or not at all, so on a retry
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import threading
@@ -77,9 +76,10 @@ from ruvllm.memory.checks import (
     check_min_score,
     check_node,
     check_query,
+    next_version,
 )
 from ruvllm.memory.graph import MAX_HOPS, Expanded, NeighbourhoodStats, check_rels, neighbourhood_stats
-from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType, as_vector, check_uuid
+from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType, check_uuid
 from ruvllm.memory.store import Filter
 
 log = logging.getLogger("ruvllm.memory.pgvector")
@@ -506,24 +506,8 @@ class PgMemory:
                 old = self._get(conn, node_id, lock=True)
                 if retry and written and _same_version(old, written[0]):
                     return old  # the attempt whose connection was lost had committed
-                new = copy.deepcopy(old)
-                if text is not None:
-                    new.text = text
-                if vector is not None:
-                    new.vector = as_vector(vector, self._dim, "node vector")
-                if confidence is not None:
-                    new.metadata.confidence = confidence
-                if tags is not None:
-                    new.metadata.tags = list(tags) if isinstance(tags, (list, tuple)) else tags
-                if domain is not None:
-                    new.metadata.domain = domain
-                if source is not None:
-                    new.source = source
-                if type is not None:
-                    new.type = type  # type: ignore[assignment]  # validate() converts / rejects
-                new.metadata.version = old.metadata.version + 1
-                new.metadata.timestamp = time.time()
-                check_node(new, self._dim)
+                new = next_version(old, self._dim, text=text, vector=vector, confidence=confidence, tags=tags,
+                                   domain=domain, source=source, type=type)
                 written[:] = [new]
                 self._write_version(conn, new, old)
                 return new
