@@ -59,6 +59,22 @@ def check_rels(rels: Sequence[EdgeType | str] | None) -> list[str] | None:
                                 f"{', '.join(t.value for t in EdgeType)}") from None
 
 
+def check_min_weight(min_weight: float) -> float:
+    if not 0.0 <= float(min_weight) <= 1.0:
+        raise InvalidInputError(f"min_weight must be in [0, 1], got {min_weight!r}")
+    return float(min_weight)
+
+
+def check_expand(hops: int, min_weight: float, limit: int, rels: Sequence[EdgeType | str] | None) -> list[str] | None:
+    """``expand``'s arguments, checked the same way by every backend; returns the edge types' names."""
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_HOPS:
+        raise InvalidInputError(f"hops must be an integer in [0, {MAX_HOPS}], got {hops!r}")
+    check_min_weight(min_weight)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
+    return check_rels(rels)
+
+
 def expand(
     store: Store,
     seed_ids: Sequence[str],
@@ -71,13 +87,7 @@ def expand(
 
     One SQL query per hop. Results are ordered by hop, then path weight (strongest first), and
     cut at ``limit``."""
-    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_HOPS:
-        raise InvalidInputError(f"hops must be an integer in [0, {MAX_HOPS}], got {hops!r}")
-    if not 0.0 <= float(min_weight) <= 1.0:
-        raise InvalidInputError(f"min_weight must be in [0, 1], got {min_weight!r}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
-    rel_names = check_rels(rels)
+    rel_names = check_expand(hops, min_weight, limit, rels)
     seen: set[str] = set(seed_ids)
     path_w: dict[str, float] = dict.fromkeys(seed_ids, 1.0)
     frontier = list(dict.fromkeys(seed_ids))
@@ -145,6 +155,4 @@ def neighbourhood_stats(store: Store, nodes: Sequence[Node]) -> NeighbourhoodSta
 
 def prune_weak_edges(store: Store, min_weight: float) -> int:
     """Delete every edge whose weight is below ``min_weight``; returns how many went."""
-    if not 0.0 <= float(min_weight) <= 1.0:
-        raise InvalidInputError(f"min_weight must be in [0, 1], got {min_weight!r}")
-    return store.prune_edges(min_weight)
+    return store.prune_edges(check_min_weight(min_weight))

@@ -78,7 +78,7 @@ from ruvllm.memory.checks import (
     check_query,
     next_version,
 )
-from ruvllm.memory.graph import MAX_HOPS, Expanded, NeighbourhoodStats, check_rels, neighbourhood_stats
+from ruvllm.memory.graph import Expanded, NeighbourhoodStats, check_expand, check_min_weight, neighbourhood_stats
 from ruvllm.memory.schema import Edge, EdgeMetadata, EdgeType, Node, NodeMetadata, NodeType, check_uuid
 from ruvllm.memory.store import Filter
 
@@ -549,8 +549,7 @@ class PgMemory:
         self._retry("delete", op)
 
     def prune_weak_edges(self, min_weight: float) -> int:
-        if not 0.0 <= float(min_weight) <= 1.0:
-            raise InvalidInputError(f"min_weight must be in [0, 1], got {min_weight!r}")
+        check_min_weight(min_weight)
 
         def op(conn: Conn, _retry: bool) -> int:
             with conn.transaction():
@@ -731,13 +730,7 @@ class PgMemory:
                rels: Sequence[EdgeType | str] | None = None) -> list[Expanded]:
         """Nodes up to ``hops`` edges from the seeds (excluded), by hop then path weight — in SQL, one
         statement per hop: the frontier joined with ``edges`` both ways, best path per reached node."""
-        if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_HOPS:
-            raise InvalidInputError(f"hops must be an integer in [0, {MAX_HOPS}], got {hops!r}")
-        if not 0.0 <= float(min_weight) <= 1.0:
-            raise InvalidInputError(f"min_weight must be in [0, 1], got {min_weight!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidInputError(f"limit must be an integer >= 0, got {limit!r}")
-        rel_names = check_rels(rels)
+        rel_names = check_expand(hops, min_weight, limit, rels)
         seeds = [i for i in dict.fromkeys(_valid_uuid(s) for s in seed_ids) if i is not None]
         ok = "e.weight >= %(mw)s AND (%(rels)s::text[] IS NULL OR e.rel = ANY(%(rels)s::text[]))"
         step = self._q(
