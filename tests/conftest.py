@@ -74,3 +74,12 @@ def qwen(registry: Any) -> Iterator[Any]:
     gen = LlamaCppGenerator("qwen2.5-coder-0.5b", registry.path("qwen2.5-coder-0.5b"), n_ctx=1024)
     yield gen
     gen.close()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL + pgvector (pgserver's binaries) on 127.0.0.1, one per test module."""
+    from ruvllm.memory.backends.localpg import LocalPostgres
+
+    with LocalPostgres() as srv:
+        yield srv

@@ -32,16 +32,6 @@ DIM = 16
 PARAMS = HnswParams(16, 100, 64)
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[LocalPostgres]:
-    srv = LocalPostgres()
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.cleanup()
-
-
 def _drop_schema(dsn: str, schema: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -366,12 +356,8 @@ def test_open_memory_picks_the_backend(pg_server: LocalPostgres, tmp_path: Path)
 # ---- failover: the server stops mid-operation ----------------------------------------------------------------
 @pytest.fixture
 def own_server() -> Iterator[LocalPostgres]:
-    srv = LocalPostgres()
-    try:
-        srv.start()
+    with LocalPostgres() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def test_server_lost_mid_write_clear_error_then_recovery(own_server: LocalPostgres) -> None:

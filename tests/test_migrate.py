@@ -27,16 +27,6 @@ DIM = 12
 N = 120
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[LocalPostgres]:
-    srv = LocalPostgres()
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.cleanup()
-
-
 @pytest.fixture
 def schema(pg_server: LocalPostgres) -> Iterator[str]:
     name = f"m_{uuid.uuid4().hex[:12]}"

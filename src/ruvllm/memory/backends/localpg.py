@@ -127,7 +127,11 @@ class LocalPostgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LocalPostgres:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # a server that failed to start leaves no directory behind either
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
