@@ -775,38 +775,31 @@ class PgMemory:
 
     # ---- bulk access (migration, benchmark) --------------------------------------------------------
     def iter_nodes(self, batch: int = 1000) -> Iterator[list[Node]]:
-        """Every node, ``batch`` at a time, in id order (keyset pagination: each page is one short read)."""
+        """Every node, ``batch`` at a time, in id order."""
+        for rows in self._pages("nodes", _COLS, batch):
+            yield [_node(r) for r in rows]
+
+    def iter_edges(self, batch: int = 5000) -> Iterator[list[Edge]]:
+        """Every edge, ``batch`` at a time, in id order."""
+        for rows in self._pages("edges", _EDGE_COLS, batch):
+            yield [_edge(r) for r in rows]
+
+    def _pages(self, table: str, cols: str, batch: int) -> Iterator[list[Any]]:
+        """The rows of ``table`` by id, ``batch`` at a time (keyset pagination: each page is one short read)."""
         last = "00000000-0000-0000-0000-000000000000"
         first = True
         while True:
-            query = self._q(f"SELECT {_COLS} FROM {{s}}.nodes WHERE id {'>=' if first else '>'} %s "
+            query = self._q(f"SELECT {cols} FROM {{s}}.{table} WHERE id {'>=' if first else '>'} %s "
                             "ORDER BY id LIMIT %s")
             args = (last, batch)
 
             def page(c: Conn, query: sql.Composed = query, args: tuple[Any, ...] = args) -> list[Any]:
                 return c.cursor(binary=True).execute(query, args).fetchall()
 
-            rows = self._read(page, "iter_nodes")
+            rows = self._read(page, f"iter_{table}")
             if not rows:
                 return
-            yield [_node(r) for r in rows]
-            last, first = str(rows[-1][0]), False
-
-    def iter_edges(self, batch: int = 5000) -> Iterator[list[Edge]]:
-        last = "00000000-0000-0000-0000-000000000000"
-        first = True
-        while True:
-            query = self._q(f"SELECT {_EDGE_COLS} FROM {{s}}.edges WHERE id {'>=' if first else '>'} %s "
-                            "ORDER BY id LIMIT %s")
-            args = (last, batch)
-
-            def page(c: Conn, query: sql.Composed = query, args: tuple[Any, ...] = args) -> list[Any]:
-                return c.execute(query, args).fetchall()
-
-            rows = self._read(page, "iter_edges")
-            if not rows:
-                return
-            yield [_edge(r) for r in rows]
+            yield rows
             last, first = str(rows[-1][0]), False
 
     def histories(self, node_ids: Sequence[str]) -> dict[str, list[Node]]:
