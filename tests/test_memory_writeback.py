@@ -173,3 +173,37 @@ def test_plainly_off_topic_answers_are_not_kept(setup) -> None:
                            0.95).action == "inserted"
     assert wb.write_answer("What does textwrap.fill do?", "Textwrap.fill wraps a paragraph.", rvec(rng), [], [],
                            0.95).action == "inserted"  # capitalised at the sentence start: the same symbol
+
+
+@pytest.mark.parametrize("answer", [
+    "Function textwrap.indent (module textwrap).",
+    "Textwrap.indent (continued):",
+    "Module textwrap.",
+    "(stdlib:textwrap.indent) Signature:",
+    "Function textwrap.indent (module textwrap).\nSignature: textwrap.indent",
+])
+def test_a_bare_docstring_heading_is_not_kept(setup, answer: str) -> None:
+    """On topic and grounded, and it says nothing: half of the stored answers in bench/selflearn's
+    first gated run were such headings."""
+    mem, wb, _docs, rng = setup
+    res = wb.write_answer("What does textwrap.indent do?", answer, rvec(rng), [], [], 0.95)
+    assert res.action == "skipped" and "says nothing" in res.reason, res
+    assert mem.stats()["nodes_by_type"].get("Query", 0) == 0
+
+
+@pytest.mark.parametrize("answer", [
+    "Function textwrap.indent (module textwrap). Adds a prefix to the selected lines.",
+    "It adds a prefix to lines.",
+    "textwrap.indent(text, prefix, predicate=None)",
+])
+def test_a_heading_with_something_after_it_is_kept(setup, answer: str) -> None:
+    _mem, wb, _docs, rng = setup
+    assert wb.write_answer("What does textwrap.indent do?", answer, rvec(rng), [], [], 0.95).action == "inserted"
+
+
+def test_a_pair_recited_on_one_line_is_not_kept(setup) -> None:
+    """Completion prompts put each context item on one line, so a recital has no newline before A:."""
+    _mem, wb, _docs, rng = setup
+    res = wb.write_answer("What does json.loads do?", "json.loads Q: What does json.loads do? A: It parses JSON.",
+                          rvec(rng), [], [], 0.95)
+    assert res.action == "skipped" and "recites" in res.reason

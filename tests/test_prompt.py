@@ -46,3 +46,15 @@ def test_no_context() -> None:
 )
 def test_clean_answer_drops_recited_markers(raw: str, want: str) -> None:
     assert clean_answer(raw) == want
+
+
+def test_completion_style_puts_each_context_item_on_one_line() -> None:
+    """A base model recites a context line and stops at the next marker: with the docstring's
+    heading on a line of its own it answered with the heading alone."""
+    doc = ContextItem("d", "Function textwrap.indent (module textwrap).\nAdd 'prefix' to lines.\n\nMore.", 0.9,
+                      "stdlib:textwrap.indent")
+    built = build_prompt("q?", [doc], style="completion", context_budget=100, count_tokens=words)
+    assert ("[1] (stdlib:textwrap.indent) Function textwrap.indent (module textwrap). Add 'prefix' to lines. More.\n"
+            in built.prompt)
+    chat = build_prompt("q?", [doc], style="chat", context_budget=100, count_tokens=words)
+    assert "(module textwrap).\nAdd 'prefix'" in chat.messages[1].content  # instruct models keep the layout

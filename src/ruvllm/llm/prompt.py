@@ -49,9 +49,14 @@ class BuiltPrompt:
     stop: tuple[str, ...] = ()
 
 
-def _line(i: int, item: ContextItem) -> str:
+def _line(i: int, item: ContextItem, *, flat: bool = False) -> str:
+    """One numbered context item. ``flat`` puts it on one line: a small base model answers by
+    reciting a context line and stops at the next marker, so a docstring whose first line is a
+    heading ("Function textwrap.indent (module textwrap).") gave the heading alone as the answer;
+    on one line the recital carries the description too."""
     label = item.source or item.type
-    return f"[{i}] ({label}) {item.text.strip()}\n"
+    text = " ".join(item.text.split()) if flat else item.text.strip()
+    return f"[{i}] ({label}) {text}\n"
 
 
 def build_prompt(
@@ -67,7 +72,7 @@ def build_prompt(
     lines: list[str] = []
     spent = 0
     for item in contexts:
-        line = _line(len(lines) + 1, item)
+        line = _line(len(lines) + 1, item, flat=style == "completion")
         cost = count_tokens(line)
         if spent + cost > context_budget:
             continue  # a later, shorter item may still fit

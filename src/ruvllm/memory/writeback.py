@@ -3,7 +3,8 @@
     answer judged ─▶ quality < θ ? ─▶ skipped
                         │
                         ▼
-                  plainly off topic? ─▶ skipped  (names other symbols than asked; recites a Q/A pair)
+                  plainly off topic? ─▶ skipped  (names other symbols than asked; recites a Q/A pair;
+                        │                         a bare heading: names what was asked, says nothing)
                         │
                         ▼
           near-duplicate question?  (MinHash Jaccard >= minhash_threshold  OR  cosine >= dup_similarity)
@@ -95,13 +96,40 @@ def off_topic_reason(question: str, answer: str) -> str:
     stored pair ("Q: What does fnmatch.translatecase do? A: …") is perfectly grounded. Caught here:
     an answer that names dotted symbols, none of them the ones asked about, and an answer that
     recites a Q/A pair. An answer naming no symbol ("It serialises obj to JSON.") passes."""
-    if answer.lstrip().startswith("Q:") or "\nA: " in answer:
+    if _RECITED_PAIR.search(answer):
         return "the answer recites a stored question/answer pair"
     asked, said = named_symbols(question), named_symbols(answer)
     # case-blind: "Textwrap.fill wraps …" at the start of a sentence is textwrap.fill
     if asked and said and not {s.lower() for s in asked} & {s.lower() for s in said}:
         return f"the answer is about {', '.join(sorted(said))}, the question about {', '.join(sorted(asked))}"
+    if says_nothing(question, answer):
+        return "the answer names what was asked about but says nothing of it (a bare docstring heading)"
     return ""
+
+
+# "Q: … A: …" at the start, or a pair recited on one line (completion prompts put each context
+# item on one line) or on two.
+_RECITED_PAIR = re.compile(r"^\s*Q:|\bQ: .+?\sA: ", re.S)
+# The words of a docstring heading as ingest writes them ("Function textwrap.indent (module
+# textwrap).", "Method m (class C, module M).", "json.loads (continued):", "Signature: …").
+HEADING_WORDS = frozenset({"function", "class", "method", "module", "exception", "data", "attribute",
+                           "property", "continued", "signature", "stdlib"})
+_WORD = re.compile(r"[A-Za-z]\w*")
+
+
+def says_nothing(question: str, answer: str) -> bool:
+    """True for an answer made only of heading words and the names the question asked about.
+
+    A small base model often answers "What does textwrap.indent do?" with the heading of the
+    docstring it was shown, "Function textwrap.indent (module textwrap)." It is on topic and
+    perfectly grounded, and it says nothing: in bench/selflearn.py's first gated run about half
+    of the stored answers were such headings, every one with token F1 ≈ 0 against the docs.
+    "It adds a prefix to lines." is not caught, nor "Call sorted()." (two words of its own)."""
+    asked = {part.lower() for sym in named_symbols(question) for part in sym.split(".")}
+    for sym in named_symbols(answer):  # the answer's own dotted names (a heading's class/module)
+        asked.update(part.lower() for part in sym.split("."))
+    own = [w for w in _WORD.findall(answer) if w.lower() not in HEADING_WORDS and w.lower() not in asked]
+    return not own and bool(asked)
 
 
 def format_qa(question: str, answer: str) -> str:
