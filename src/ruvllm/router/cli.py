@@ -6,6 +6,7 @@ Mounted by ``ruvllm.cli`` with ``app.add_typer(router_app, name="router")``.
     ruvllm router train --labels real --limit 80   # the installed GGUF models label every model × context
     ruvllm router eval  <dir>/router --labelled <dir>/labelled_synthetic.jsonl
     ruvllm router info  <dir>/router
+    ruvllm router relabel <dir>/labelled_real.jsonl <other dir>/labelled_real.jsonl   # Q again from stored answers
 
 Errors are ``ruvllm.errors.RuvLLMError``s; the main command prints them as one line.
 """
@@ -163,6 +164,42 @@ def _print_train(rep: dict[str, Any], info: dict[str, Any]) -> None:
     out.print(s)
     out.print(f"saved {rep['checkpoint']}.{{npz,json}} in {rep['seconds']} s; use it with\n"
               f'  [router]\n  kind = "fastgrnn"\n  model_path = "{rep["checkpoint"]}"', highlight=False)
+
+
+@router_app.command()
+def relabel(
+    src: Annotated[Path, typer.Argument(help="A real-label oracle JSONL with stored answers.")],
+    dest: Annotated[Path, typer.Argument(help="Where the relabelled JSONL goes (another folder; a "
+                                              "labels_info.json is written beside it).")],
+    lam: Annotated[float | None, typer.Option(help="λ (default: the source's labels_info.json, else 0.02).")]
+    = None,
+    mu: Annotated[float | None, typer.Option(help="μ (default: the source's labels_info.json, else 0.02).")]
+    = None,
+    timeout: Annotated[float, typer.Option(help="Seconds each code answer may run.")] = 5.0,
+) -> None:
+    """Measure quality again from the stored answers with the per-type measure (code executed,
+    how-to checked for the gold function, token F1 otherwise) and recompute the labels; no model runs."""
+    from ruvllm.router.pipeline import relabel_file
+    from ruvllm.router.quality import ExecLimits
+
+    if timeout <= 0:
+        raise InvalidInputError(f"--timeout must be > 0, got {timeout}")
+    limits = ExecLimits(timeout_s=timeout, cpu_s=max(1, int(timeout + 0.999)))
+    info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits)
+    models = info["oracle_best_model_share"].keys()
+    t = Table(title=f"oracle's best model per question type, before → after ({info['quality_measure']})")
+    t.add_column("type")
+    for m in models:
+        t.add_column(m)
+    t.add_column("quality measure")
+    before, after = info["label_distribution_before"], info["label_distribution_after"]
+    for qtype, row in after.items():
+        t.add_row(qtype, *[f"{before[qtype][m]} → {row[m]}" for m in models],
+                  info["quality_by_type"].get(qtype, ""))
+    out.print(t)
+    out.print(f"{info['labels_changed']} of {sum(after['all'].values())} labels "
+              f"changed (model or context); λ = {info['lambda_per_s']}, μ = {info['mu_per_cost_unit']}; "
+              f"saved {dest} and {dest.parent / 'labels_info.json'}", highlight=False)
 
 
 @router_app.command("eval")

@@ -8,8 +8,9 @@ docstring (its first sentence, its signature, its first paragraph).
 
 ``label_with_models`` is the real oracle: for each question, every configured model
 (``ruvllm.llm.base.Generator``) answers at every context size with the retrieved context
-(a retrieval function is passed in), and each run records quality Q (token-F1 vs gold, from
-``ruvllm.judge``), latency L (ms) and cost C (model size × tokens processed). The label is
+(a retrieval function is passed in), and each run records quality Q (the measure that fits the
+question type, ``router.quality``: code answers executed, how-to answers checked for the gold
+function, token F1 vs gold otherwise), latency L (ms) and cost C (model size × tokens processed). The label is
 the (model, context) with the best utility U = Q − λ·L/1000 − μ·C.
 
 ``SyntheticOracle`` is a documented stand-in used when the real models cannot run: it fills
@@ -42,6 +43,7 @@ import numpy.typing as npt
 from ruvllm.errors import InvalidInputError, StoreCorruptError
 from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.features import FeatureInput
+from ruvllm.router.quality import ExecLimits, answer_quality, symbol_of
 
 F32 = npt.NDArray[np.float32]
 
@@ -325,8 +327,7 @@ def _unb64(s: str) -> F32 | None:
 def make_record(item: QAItem, fi: FeatureInput, models: Sequence[str], bins: Sequence[int],
                 q: npt.NDArray[Any], lat: npt.NDArray[Any], cost: npt.NDArray[Any], lam: float, mu: float,
                 source: str, answers: list[list[str]] | None = None) -> LabelledRecord:
-    u = q - lam * lat / 1000.0 - mu * cost  # (M, C)
-    best_m, best_c = np.unravel_index(int(np.argmax(u)), u.shape)
+    u, best_m, best_c = utility_table(q, lat, cost, lam, mu)
     temp, top_p = SAMPLING_BY_TYPE.get(item.query_type, (0.0, 1.0))
     feats = {k: v for k, v in asdict(fi).items() if k not in ("embedding", "hit_vectors")}
     feats["hit_scores"] = [round(float(s), 5) for s in fi.hit_scores]
@@ -346,14 +347,35 @@ def make_record(item: QAItem, fi: FeatureInput, models: Sequence[str], bins: Seq
     )
 
 
+def utility_table(q: npt.ArrayLike, lat: npt.ArrayLike, cost: npt.ArrayLike, lam: float, mu: float
+                  ) -> tuple[npt.NDArray[np.float64], int, int]:
+    """U = Q − λ·L/1000 − μ·C over (M, C) runs, and the (model, context) with the best U: the one
+    utility formula every label (real, synthetic, relabelled) is made with."""
+    qa, la, ca = (np.asarray(a, np.float64) for a in (q, lat, cost))
+    u = qa - lam * la / 1000.0 - mu * ca  # (M, C)
+    best_m, best_c = np.unravel_index(int(np.argmax(u)), u.shape)
+    return u, int(best_m), int(best_c)
+
+
 def relabel(rec: LabelledRecord, lam: float, mu: float) -> LabelledRecord:
     """The same measured Q, L and C under other utility weights: U = Q − λ·L/1000 − μ·C, argmax again.
     Cost weights can be studied (``bench/router.py --sweep-mu``) without running the models again."""
-    q, lat, cost = (np.asarray(a, np.float64) for a in (rec.quality, rec.latency_ms, rec.cost))
-    u = q - lam * lat / 1000.0 - mu * cost  # (M, C)
-    best_m, best_c = np.unravel_index(int(np.argmax(u)), u.shape)
-    return replace(rec, utility=[[round(float(v), 5) for v in row] for row in u], best_model=int(best_m),
-                   best_context=int(best_c))
+    u, best_m, best_c = utility_table(rec.quality, rec.latency_ms, rec.cost, lam, mu)
+    return replace(rec, utility=[[round(float(v), 5) for v in row] for row in u], best_model=best_m,
+                   best_context=best_c)
+
+
+def requality(rec: LabelledRecord, lam: float, mu: float, limits: ExecLimits | None = None) -> LabelledRecord:
+    """Q measured again from the record's stored ``answers`` with the per-type measure
+    (``router.quality.answer_quality``: code executed, how-to checked for the gold function, F1
+    otherwise), then U and the labels as in ``relabel``; the models are not run again.
+    Latency and cost stay as measured."""
+    if not rec.answers:
+        raise InvalidInputError(f"record {rec.id} has no stored answers ({rec.label_source} labels); "
+                                "only real labels made with answers can be measured again")
+    symbol = symbol_of(rec.id)
+    q = [[round(answer_quality(rec.query_type, a, rec.gold, symbol, limits), 5) for a in row] for row in rec.answers]
+    return relabel(replace(rec, quality=q), lam, mu)
 
 
 def save_labelled(records: Iterable[LabelledRecord], path: Path) -> Path:
@@ -397,6 +419,7 @@ class OracleConfig:
     k: int = 8
     shuffle_seed: int | None = 0  # run order of the (question, model, context) runs; None = nested loops
     isolate: bool = True  # drop the generator's KV state before each run, so no run reuses another's prefix
+    exec_limits: ExecLimits = field(default_factory=ExecLimits)  # code answers are run under these (quality.py)
 
 
 def _forget_prefix(gen: Any) -> None:
@@ -418,7 +441,6 @@ def label_with_models(
     The runs of all ``items`` go in one seeded random order (``cfg.shuffle_seed``), so a drift in
     machine load spreads over every model and context size instead of landing on whichever runs
     last; with ``cfg.isolate`` no run reuses the KV prefix another run left behind."""
-    from ruvllm.judge import token_f1
     from ruvllm.llm.base import SamplingParams
     from ruvllm.llm.prompt import ContextItem, build_prompt
 
@@ -446,7 +468,7 @@ def label_with_models(
         t0 = time.perf_counter()
         g = gen.complete(built.prompt, sp) if built.style == "completion" else gen.chat(built.messages, sp)
         ms = g.total_ms or (time.perf_counter() - t0) * 1000.0
-        q[n, i, j] = token_f1(g.text, item.gold)
+        q[n, i, j] = answer_quality(item.query_type, g.text, item.gold, item.symbol, cfg.exec_limits)
         lat[n, i, j] = ms
         cost[n, i, j] = params_b[models[i]] * (g.prompt_tokens + g.completion_tokens) / 1000.0
         answers[n][i][j] = g.text

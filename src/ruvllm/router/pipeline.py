@@ -247,3 +247,73 @@ def build_labels(
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
     }
     return LabelRun(path, records, info)
+
+
+# --------------------------------------------------------------------------------------
+# relabelling stored answers with the per-type quality measure
+# --------------------------------------------------------------------------------------
+
+
+def label_distribution(records: Sequence[LabelledRecord]) -> dict[str, dict[str, int]]:
+    """How often each model is the oracle's best, per question type (and ``"all"``)."""
+    if not records:
+        return {}
+    models = list(records[0].models)
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        for key in (r.query_type, "all"):
+            row = out.setdefault(key, dict.fromkeys(models, 0))
+            row[models[r.best_model]] += 1
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] == "all", kv[0])))
+
+
+def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float | None = None,
+                 limits: Any = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Measure Q again from the stored answers of a real labelled file (``oracle.requality``: code
+    executed, how-to checked for the gold function, F1 otherwise), recompute U and the labels, and
+    save the result as ``dest``, with a ``labels_info.json`` beside it (the source's, updated: the
+    quality measure, the weights, the label distribution before and after). The models do not run.
+    λ and μ default to the source's ``labels_info.json``, else 0.02."""
+    from ruvllm.router.oracle import requality
+    from ruvllm.router.quality import METHOD_BY_TYPE, QUALITY_VERSION
+
+    src, dest = Path(src), Path(dest)
+    if dest.resolve().parent == src.resolve().parent:
+        raise InvalidInputError(f"write the relabelled file to another folder than {src.parent}: its "
+                                "labels_info.json describes the source and is kept")
+    side = src.parent / "labels_info.json"
+    info: dict[str, Any] = json.loads(side.read_text()) if side.exists() else {}
+    lam = float(info.get("lambda_per_s", 0.02)) if lam is None else lam
+    mu = float(info.get("mu_per_cost_unit", 0.02)) if mu is None else mu
+    before = load_labelled(src)
+    if not before:
+        raise InvalidInputError(f"{src} holds no records")
+    after = []
+    for n, rec in enumerate(before, 1):
+        after.append(requality(rec, lam, mu, limits))
+        if progress:
+            progress(n, len(before))
+    save_labelled(after, dest)
+    models = list(before[0].models)
+    types = sorted({r.query_type for r in before})
+
+    def mean_q(recs: Sequence[LabelledRecord], t: str | None = None) -> dict[str, list[float]]:
+        q = np.array([r.quality for r in recs if t is None or r.query_type == t])  # (n, M, C)
+        return {m: [round(float(v), 3) for v in q[:, i, :].mean(0)] for i, m in enumerate(models)}
+
+    info.update({
+        "relabelled_from": str(src), "quality_measure": QUALITY_VERSION,
+        "quality_by_type": {**{t: "token F1 vs gold" for t in types}, **{t: METHOD_BY_TYPE[t] for t in types
+                                                                          if t in METHOD_BY_TYPE}},
+        "lambda_per_s": lam, "mu_per_cost_unit": mu,
+        "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in after]))
+                                    for i, m in enumerate(models)},
+        "mean_quality": mean_q(after),
+        "mean_quality_by_type": {t: {"before": mean_q(before, t), "after": mean_q(after, t)} for t in types},
+        "label_distribution_before": label_distribution(before),
+        "label_distribution_after": label_distribution(after),
+        "labels_changed": int(sum((a.best_model, a.best_context) != (b.best_model, b.best_context)
+                                  for a, b in zip(after, before, strict=True))),
+    })
+    (dest.parent / "labels_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info

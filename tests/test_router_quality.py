@@ -1,0 +1,223 @@
+"""Per-type answer quality for the oracle labels (``router.quality``): code answers executed under
+limits, how-to answers checked for the gold function, F1 otherwise; and relabelling stored answers
+(``oracle.requality``, ``pipeline.relabel_file``, ``ruvllm router relabel``) without the models."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ruvllm.errors import InvalidInputError
+from ruvllm.judge import token_f1
+from ruvllm.router.cli import router_app
+from ruvllm.router.oracle import LabelledRecord, load_labelled, relabel, requality, save_labelled
+from ruvllm.router.pipeline import label_distribution, relabel_file
+from ruvllm.router.quality import (
+    ExecLimits,
+    answer_quality,
+    code_quality,
+    extract_code,
+    howto_quality,
+    run_python,
+    symbol_of,
+    symbol_use,
+)
+
+FAST = ExecLimits(timeout_s=1.5, cpu_s=2)
+SYM = "base64.b32encode"
+GOOD = ("Here is a snippet:\n```python\nimport base64\nencoded = base64.b32encode(b'Hello')\nprint(encoded)\n```\n"
+        "This prints the base32 bytes.")
+# gemma3-270m's real answer to "Show a code snippet calling base64.b32encode." (token F1 0.62 vs the gold)
+RECITAL = ("\n[1] (base64.b32hexencode) base64.b32hexencode(s) (module base64). Encode the bytes-like objects "
+           "using base32hex and return a bytes object.\n[2] (base64.b32encode)")
+
+
+def fence(code: str) -> str:
+    return f"Sure:\n```python\n{code}\n```\n"
+
+
+# -------------------------------------------------------------------------------- code
+
+
+def test_correct_snippet_scores_one() -> None:
+    assert code_quality(GOOD, SYM, FAST) == 1.0
+
+
+def test_snippet_that_raises_scores_half() -> None:
+    # calls the symbol with a str, which b32encode rejects (TypeError)
+    assert code_quality(fence("import base64\nbase64.b32encode('text')"), SYM, FAST) == 0.5
+
+
+def test_snippet_that_never_calls_the_symbol_scores_zero_or_a_quarter() -> None:
+    assert code_quality(fence("import base64\nprint(base64.b64encode(b'x'))"), SYM, FAST) == 0.0
+    # imports it but never calls it: a mention
+    assert code_quality(fence("from base64 import b32encode\nprint('hi')"), SYM, FAST) == 0.25
+    assert code_quality(fence("import base64\nf = base64.b32encode\nprint(f)"), SYM, FAST) == 0.25
+
+
+def test_recital_of_the_docs_and_prose_score_zero() -> None:
+    assert token_f1(RECITAL, "base64.b32encode(s): Encode the bytes-like objects using base32 and return a "
+                             "bytes object.") > 0.5  # what the old measure rewarded
+    assert code_quality(RECITAL, SYM, FAST) == 0.0
+    assert code_quality("Use base64.b32encode to encode bytes.", SYM, FAST) == 0.0
+    assert code_quality("", SYM, FAST) == 0.0
+
+
+def test_infinite_loop_is_killed_by_the_timeout() -> None:
+    t0 = time.perf_counter()
+    res = run_python("import base64\nwhile True:\n    base64.b32encode(b'x')\n", FAST)
+    assert res.timed_out and not res.ok and time.perf_counter() - t0 < 5
+    assert code_quality(fence("import base64\nwhile True:\n    base64.b32encode(b'y')"), SYM, FAST) == 0.5
+
+
+def test_import_aliases_resolve() -> None:
+    assert symbol_use("from base64 import b32encode as enc\nenc(b'x')", SYM) == (True, True)
+    assert symbol_use("import base64 as b\nb.b32encode(b'x')", SYM) == (True, True)
+    assert symbol_use("import os.path\nos.path.join('a', 'b')", "os.path.join") == (True, True)
+    assert symbol_use("from os import path\npath.join('a')", "os.path.join") == (True, True)
+    assert symbol_use("import base64\nbase64.b32decode(b'x')", SYM) == (False, False)
+    # an exception class is used by catching or raising it
+    assert symbol_use("import json\ntry:\n    json.loads('{')\nexcept json.JSONDecodeError:\n    pass",
+                      "json.JSONDecodeError") == (True, True)
+    assert code_quality(fence("from base64 import b32encode as enc\nprint(enc(b'x'))"), SYM, FAST) == 1.0
+
+
+def test_code_cut_off_by_the_token_limit_runs_its_parsing_prefix() -> None:
+    cut = "Example:\n```python\nimport base64\nprint(base64.b32encode(b'ab'))\nx = base64.b32encode(b'"
+    assert extract_code(cut) == "import base64\nprint(base64.b32encode(b'ab'))"
+    assert code_quality(cut, SYM, FAST) == 1.0
+    # an open block is closed with `pass`; the call inside it counts
+    cut2 = fence("import json\ntry:\n    json.loads('{}')\nexcept json.JSONDecodeError as e:\n    print(f\"")[:-5]
+    assert code_quality(cut2, "json.JSONDecodeError", FAST) == 1.0
+    # cut before the call: it never makes it
+    assert code_quality("```python\nimport base64\ndata = b'x'\nenc = base64.b32enc", SYM, FAST) == 0.0
+
+
+def test_unfenced_answer_counts_only_if_it_is_code() -> None:
+    assert extract_code("import base64\nbase64.b32encode(b'x')") is not None
+    assert extract_code(">>> import base64\n>>> base64.b32encode(b'x')\nb'PA======'") is not None
+    assert extract_code("Sure") is None  # a bare name parses, but is prose
+    assert extract_code("```bash\npip install foo\n```") is None
+
+
+def test_sandbox_refuses_writes_outside_its_directory_processes_and_sockets(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    res = run_python(f"open({str(target)!r}, 'w').write('x')", FAST)
+    assert not res.ok and "refused" in res.stderr_tail and not target.exists()
+    for code in ("import os\nos.system('true')", "import subprocess\nsubprocess.run(['true'])",
+                 "import os\nos.fork()", f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
+                 "import socket\nsocket.create_connection(('127.0.0.1', 9))"):
+        res = run_python(code, FAST)
+        assert not res.ok and "refused by the labelling sandbox" in res.stderr_tail, code
+    assert tmp_path.exists()
+    # inside its own directory it may write and read; the directory is fresh and removed afterwards
+    res = run_python("import os\nassert os.listdir('.') == ['snippet.py'] or sorted(os.listdir('.')) == "
+                     "['snippet.py', 'stderr', 'stdout']\nopen('a.txt', 'w').write('x')\n"
+                     "print(open('a.txt').read(), os.getcwd())", FAST)
+    assert res.ok, res.stderr_tail
+
+
+def test_sandbox_limits_memory_and_closes_stdin() -> None:
+    res = run_python("x = bytearray(2_000_000_000)", FAST)
+    assert not res.ok and "MemoryError" in res.stderr_tail
+    res = run_python("input()", FAST)
+    assert not res.ok and "EOFError" in res.stderr_tail
+    assert run_python("import sys\nassert sys.flags.isolated\nassert __name__ == '__main__'", FAST).ok
+
+
+# -------------------------------------------------------------------------------- how-to
+
+
+def test_howto_names_the_gold_function() -> None:
+    gold = "base64.b32hexencode"
+    assert howto_quality("You should use the `base64.b32hexencode` function.", gold) == 1.0
+    assert howto_quality("Use BASE64.B32HEXENCODE.", gold) == 1.0  # case-blind
+    assert howto_quality("Call `b32hexencode` on the bytes.", gold) == 1.0  # short name in code form
+    assert howto_quality("from base64 import b32hexencode", gold) == 1.0
+    # a sibling only: a wrong function is a wrong answer
+    assert howto_quality("You should use the `base64.b32encode` function.", gold) == 0.0
+    # a hedge / a recital of several candidates: 1/k
+    assert howto_quality("Use base64.b32hexencode or base64.b32encode.", gold) == 0.5
+    recital = ("[1] (base64.b32hexencode) base64.b32hexencode(s) (module base64). Encode …\n"
+               "[2] (base64.b32encode) base64.b32encode(s) …\n[3] (binascii.hexlify) hashlib.new(name)")
+    assert howto_quality(recital, gold) == pytest.approx(1 / 3)
+    assert howto_quality("The function you should use is [1].", gold) == 0.0
+    # module names and file names are not candidate functions
+    assert howto_quality("Use base64.b32hexencode from base64 (see os.path and data.txt).", gold) == 1.0
+
+
+def test_answer_quality_dispatches_by_type() -> None:
+    gold = "Encode the bytes-like object s using Base16 and return a bytes object."
+    ans = "It encodes a bytes-like object using Base16."
+    assert answer_quality("definition", ans, gold, "base64.b16encode") == token_f1(ans, gold)
+    assert answer_quality("explain", ans, gold, "base64.b16encode") == token_f1(ans, gold)
+    assert answer_quality("howto", "Use `base64.b16encode`.", "Use base64.b16encode: …", "base64.b16encode") == 1.0
+    assert answer_quality("code", RECITAL, "…", SYM, FAST) == 0.0
+    assert symbol_of("os.path.join:code:1") == "os.path.join"
+    with pytest.raises(InvalidInputError):
+        symbol_of("no-colons")
+
+
+# -------------------------------------------------------------------------------- relabelling
+
+
+def _record(rid: str, qtype: str, answers: list[list[str]], split: str = "train") -> LabelledRecord:
+    lat = [[1000.0, 1200.0], [3000.0, 3500.0]]
+    cost = [[0.05, 0.1], [0.2, 0.4]]
+    q0 = [[token_f1(a, "base64.b32encode(s): Encode the bytes-like objects using base32") for a in row]
+          for row in answers]
+    rec = LabelledRecord(id=rid, session="s", split=split, query="Show a code snippet calling base64.b32encode.",
+                         query_type=qtype, gold="base64.b32encode(s): Encode the bytes-like objects using base32",
+                         models=["base", "coder"], context_bins=[256, 1024], quality=q0, latency_ms=lat, cost=cost,
+                         utility=[[0.0] * 2] * 2, best_model=0, best_context=0, temperature=0.2, top_p=0.95,
+                         label_source="real", answers=answers)
+    return relabel(rec, 0.02, 0.02)
+
+
+def test_requality_turns_the_inverted_code_label_around() -> None:
+    rec = _record("base64.b32encode:code:1", "code", [[RECITAL, RECITAL], [GOOD, GOOD]])
+    assert rec.best_model == 0  # the recital wins under token F1
+    new = requality(rec, 0.02, 0.02, FAST)
+    assert new.quality == [[0.0, 0.0], [1.0, 1.0]]
+    assert new.best_model == 1 and new.best_context == 0
+    assert new.latency_ms == rec.latency_ms and new.cost == rec.cost and new.answers == rec.answers
+    u = np.asarray(new.utility)
+    assert u[1, 0] == pytest.approx(1.0 - 0.02 * 3.0 - 0.02 * 0.2, abs=1e-5)  # U = Q − λL − μC
+    with pytest.raises(InvalidInputError):
+        requality(replace(rec, answers=[]), 0.02, 0.02)
+
+
+def test_relabel_file_and_cli_report_the_distribution(tmp_path: Path) -> None:
+    src_dir, out_dir = tmp_path / "src", tmp_path / "out"
+    recs = [_record("base64.b32encode:code:1", "code", [[RECITAL, RECITAL], [GOOD, GOOD]]),
+            _record("base64.b32encode:howto:0", "howto",
+                    [["Use base64.b32decode.", "Use base64.b32decode."], ["Use `base64.b32encode`.", "x"]]),
+            _record("base64.b32encode:definition:0", "definition", [["Encode the bytes-like objects", ""],
+                                                                   ["no idea", "no idea"]])]
+    save_labelled(recs, src_dir / "labelled_real.jsonl")
+    (src_dir / "labels_info.json").write_text(json.dumps({"labels": "real", "lambda_per_s": 0.02,
+                                                          "mu_per_cost_unit": 0.02, "n_docs": 9}))
+    before = label_distribution(recs)
+    assert before["code"] == {"base": 1, "coder": 0} and before["all"] == {"base": 3, "coder": 0}
+    with pytest.raises(InvalidInputError):
+        relabel_file(src_dir / "labelled_real.jsonl", src_dir / "other.jsonl")
+    res = CliRunner().invoke(router_app, ["relabel", str(src_dir / "labelled_real.jsonl"),
+                                          str(out_dir / "labelled_real.jsonl"), "--timeout", "2"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "2 of 3 labels" in " ".join(res.output.split())
+    info = json.loads((out_dir / "labels_info.json").read_text())
+    assert info["n_docs"] == 9 and info["quality_measure"] == "per-type-v1"
+    assert info["label_distribution_before"]["all"] == {"base": 3, "coder": 0}
+    assert info["label_distribution_after"]["code"] == {"base": 0, "coder": 1}
+    assert info["label_distribution_after"]["howto"] == {"base": 0, "coder": 1}
+    assert info["label_distribution_after"]["definition"] == {"base": 1, "coder": 0}  # F1, unchanged
+    back = load_labelled(out_dir / "labelled_real.jsonl")
+    assert [r.best_model for r in back] == [1, 1, 0]
+    assert json.loads((src_dir / "labels_info.json").read_text()).get("quality_measure") is None  # source kept
