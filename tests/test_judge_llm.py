@@ -109,3 +109,46 @@ def test_real_model_judge_parses_and_orders(qwen: Any) -> None:
     assert s["calls"] >= 2 and s["ok"] + s["malformed"] + s["errors"] == s["calls"]
     if good is not None and bad is not None:
         assert good.accuracy >= bad.accuracy
+
+
+class FakeProbs(FakeGen):
+    """A backend that exposes next-token probabilities (what LlamaCppGenerator.choice_probs returns)."""
+
+    def __init__(self, probs: dict[str, float] | Exception, style: str = "chat"):
+        super().__init__(style=style)
+        self.probs = probs
+        self.seen: list[Any] = []
+
+    def choice_probs(self, prompt: Any, choices: tuple[str, ...]) -> dict[str, float]:
+        self.seen.append(prompt)
+        if isinstance(self.probs, Exception):
+            raise self.probs
+        return {c: self.probs.get(c, 0.0) for c in choices}
+
+
+def test_verdict_normalises_yes_over_yes_and_no_and_counts_what_it_cannot_read() -> None:
+    j = LLMJudge(FakeProbs({"yes": 0.6, "no": 0.2}))
+    assert j.verdict("What does f do?", "It does x.", "f does x.") == pytest.approx(0.75)
+    user = j.gen.seen[0][1].content  # type: ignore[attr-defined]
+    assert "REFERENCE: f does x." in user and "ANSWER: It does x." in user
+    assert j.verdict("q", "   ", "ref") == 0.0  # empty: no call
+    assert LLMJudge(FakeProbs({"yes": 0.2, "no": 0.1})).verdict("q", "a", "r") is None  # the judge meant neither
+    assert LLMJudge(FakeProbs(RuntimeError("down"))).verdict("q", "a", "r") is None
+    assert LLMJudge(FakeGen()).verdict("q", "a", "r") is None  # no probabilities to read
+    base = LLMJudge(FakeProbs({"yes": 0.1, "no": 0.9}, style="completion"))
+    assert base.verdict("q", "a", "r") == pytest.approx(0.1) and isinstance(base.gen.seen[0], str)  # type: ignore[attr-defined]
+    s = j.stats()
+    assert s["calls"] == 1 and s["ok"] == 1 and s["by_parser"] == {"verdict": 1}
+
+
+@pytest.mark.model
+def test_real_model_verdict_puts_the_right_answer_first(qwen: Any) -> None:
+    """Even the 0.5B orders a right paraphrase above a wrong answer and an unrelated one (the 1.5B,
+    the default judge, separates them by 0.78 vs 0.06; bench/selflearn.py reports it)."""
+    j = LLMJudge(qwen)
+    ref = "Serialize obj to a JSON formatted str."
+    right = j.verdict("What does json.dumps do?", "It converts a Python object to a JSON string.", ref)
+    wrong = j.verdict("What does json.dumps do?", "It parses a JSON string into a Python object.", ref)
+    unrelated = j.verdict("What does json.dumps do?", "It deletes files from the disk and reboots.", ref)
+    assert right is not None and wrong is not None and unrelated is not None
+    assert right > wrong and right > unrelated, (right, wrong, unrelated)

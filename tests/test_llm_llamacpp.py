@@ -111,3 +111,25 @@ def test_prefix_cache_memory_is_bounded_and_restores_give_the_same_answer(regist
     finally:
         cached.close()
         plain.close()
+
+
+def test_choice_probs_read_the_next_token_distribution(gemma: Any, qwen: Any) -> None:
+    """The probabilities come from the logits after *this* prompt: they agree with greedy
+    decoding, they follow the prompt, and a KV-cache prefix reused from an earlier call changes
+    nothing: every call starts from an empty KV cache, so the same prompt gets the same numbers
+    whatever was evaluated before."""
+    fact = gemma.choice_probs("The capital of France is the city of", ("Paris", "London"))
+    assert fact["Paris"] > 5 * fact["London"] and 0 < sum(fact.values()) <= 1.0 + 1e-6
+    yes = [ChatMessage("system", "Reply with yes or no."), ChatMessage("user", "Is Python a programming language?")]
+    no = [ChatMessage("system", "Reply with yes or no."), ChatMessage("user", "Is Python a kind of cheese?")]
+    p_yes = qwen.choice_probs(yes, ("yes", "no"))
+    greedy = qwen.chat(yes, SamplingParams(max_tokens=2)).text.strip().lower()
+    assert greedy.startswith(max(p_yes, key=p_yes.__getitem__)), (greedy, p_yes)
+    p_no = qwen.choice_probs(no, ("yes", "no"))
+    assert p_yes["yes"] > p_yes["no"] and p_no["no"] > p_no["yes"], (p_yes, p_no)
+    assert qwen.choice_probs(yes, ("yes", "no")) == pytest.approx(p_yes, abs=1e-6)
+    for bad in ((), ("yes", "yes"), ("yes", " ")):
+        with pytest.raises(InvalidInputError):
+            qwen.choice_probs(yes, bad)
+    with pytest.raises(InvalidInputError, match="chat template"):
+        gemma.choice_probs(yes, ("yes", "no"))

@@ -10,6 +10,13 @@ The judge is any ``ruvllm.llm.Generator`` (the largest installed model by defaul
 picks it). Chat models get a system + user message; completion models get the same text as one
 prompt that ends inside the JSON object, so even a base model continues it.
 
+The rubric's integer scores barely discriminate with the small models here (qwen2.5-coder-1.5b
+gave a wrong fact's sentence the same 5/5 as the right one, bench/selflearn.py). ``verdict``
+asks a reference-based yes/no question instead and reads P(yes) from the judge's next-token
+distribution (a backend with ``choice_probs``, i.e. llama.cpp in-process): one forward pass, no
+sampling, a continuous score; the same 1.5B model then puts 0.82 on a right paraphrase and 0.06
+on a wrong one (tests/test_judge_llm.py pins the ordering with the real model).
+
 Parsing never raises: a JSON object anywhere in the reply; else "Accuracy: 4"-style lines; else a
 single "score: N" applied to every criterion. Scores outside 1–5 are clamped; a reply with no
 usable score is *malformed*: ``score`` returns ``None``, and the judge counts it (``stats()``), so
@@ -26,7 +33,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ruvllm.llm.base import ChatMessage, Generator, SamplingParams
+from ruvllm.llm.base import ChatMessage, Generator, SamplingParams, ScoresChoices
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,12 @@ RUBRIC = """Score the ANSWER on four criteria, each an integer from 1 (bad) to 5
 - conciseness: no padding, repetition or off-topic text
 Reply with one JSON object and nothing else:
 {"accuracy": <1-5>, "completeness": <1-5>, "coherence": <1-5>, "conciseness": <1-5>, "reason": "<one sentence>"}"""
+
+VERDICT_SYSTEM = "You check answers against a reference. Reply with yes or no."
+VERDICT_QUESTION = ("Does the ANSWER say what the REFERENCE says, correctly answering the QUESTION? "
+                    "Reply yes or no.")
+# Below this much probability on "yes" + "no" the judge wanted to say something else: malformed.
+MIN_VERDICT_MASS = 0.5
 
 _JSON_OBJ = re.compile(r"\{[^{}]*\}", re.S)
 _LINE = re.compile(r"\b(accuracy|completeness|coherence|conciseness)\b\W{0,6}(\d+(?:\.\d+)?)", re.I)
@@ -188,6 +201,44 @@ class LLMJudge:
                 return res
             log.info("judge %s: malformed reply %r", self.name, reply[:200])
         return None
+
+    def verdict(self, question: str, answer: str, reference: str) -> float | None:
+        """P(the judge says the answer agrees with ``reference``) = P(yes) / (P(yes) + P(no)).
+
+        ``None`` (counted as malformed) when the judge puts under ``MIN_VERDICT_MASS`` on the two
+        words; counted as an error when the backend fails or cannot read probabilities. An
+        empty answer is 0 without a model call."""
+        if not answer.strip():
+            return 0.0
+        with self._lock:
+            self._stats.calls += 1
+        if not isinstance(self.gen, ScoresChoices):
+            with self._lock:
+                self._stats.errors += 1
+            log.warning("judge %s cannot read next-token probabilities; verdict unavailable", self.name)
+            return None
+        user = (f"QUESTION: {question.strip()}\nREFERENCE: {reference.strip()}\nANSWER: {answer.strip()}\n\n"
+                f"{VERDICT_QUESTION}")
+        prompt: str | list[ChatMessage]
+        if getattr(self.gen, "prompt_style", "chat") == "chat":
+            prompt = [ChatMessage("system", VERDICT_SYSTEM), ChatMessage("user", user)]
+        else:
+            prompt = f"{VERDICT_SYSTEM}\n\n{user}\nReply:"
+        try:
+            p = self.gen.choice_probs(prompt, ("yes", "no"))
+        except Exception as exc:  # a judge failure must never fail the caller
+            log.warning("judge %s failed: %s", self.name, exc)
+            with self._lock:
+                self._stats.errors += 1
+            return None
+        mass = p["yes"] + p["no"]
+        with self._lock:
+            if mass < MIN_VERDICT_MASS:
+                self._stats.malformed += 1
+            else:
+                self._stats.ok += 1
+                self._stats.by_parser["verdict"] = self._stats.by_parser.get("verdict", 0) + 1
+        return p["yes"] / mass if mass >= MIN_VERDICT_MASS else None
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -55,6 +55,14 @@ class Generation:
 
 
 @runtime_checkable
+class ScoresChoices(Protocol):
+    """A backend that can read its next-token distribution (llama.cpp in-process): a judge scores
+    with probabilities instead of one sampled token (see ``judge_llm.LLMJudge.weighted``)."""
+
+    def choice_probs(self, prompt: str | list[ChatMessage], choices: tuple[str, ...]) -> dict[str, float]: ...
+
+
+@runtime_checkable
 class Generator(Protocol):
     """One loaded model."""
 

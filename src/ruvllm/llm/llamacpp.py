@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ruvllm.errors import ContextOverflowError, ModelLoadError
+from ruvllm.errors import ContextOverflowError, InvalidInputError, ModelLoadError
 from ruvllm.llm.base import ChatMessage, Generation, PromptStyle, SamplingParams
 from ruvllm.llm.registry import check_gguf
 from ruvllm.llm.speculative import LlamaDraftModel, LlamaModelDraft, make_draft
@@ -169,6 +171,61 @@ class LlamaCppGenerator:
                 text = delta.get("content")
                 if text:
                     yield text
+
+    # ---- next-token probabilities ---------------------------------------------------
+    def chat_prompt(self, messages: list[ChatMessage]) -> str:
+        """``messages`` as the GGUF's chat template writes them, ending where the reply begins."""
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise InvalidInputError(f"model {self.name} has no chat template; give it a completion prompt")
+        model = self.llm._model
+
+        def text(tok: int) -> str:
+            return str(model.token_get_text(tok)) if tok != -1 else ""
+
+        fmt = Jinja2ChatFormatter(template=template, eos_token=text(self.llm.token_eos()),
+                                  bos_token=text(self.llm.token_bos()))
+        msgs: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        return str(fmt(messages=msgs).prompt)
+
+    def choice_probs(self, prompt: str | list[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """P(the next token begins each of ``choices``), read from the logits after ``prompt``.
+
+        A choice's probability sums its first-token spellings ("yes", " yes", "Yes", " Yes"; a
+        token shared by two choices counts for neither). The values are not renormalised: their
+        sum is the mass the model puts on the choices at all. Only the prompt is evaluated (one
+        forward pass, no sampling), always from an empty KV cache: a prefix reused from an earlier
+        call is numerically different (llama.cpp evaluates the rest in another batch shape) and
+        moved P(yes) by 0.02 in tests/test_llm_llamacpp.py, so a judge's score would depend on
+        what it judged before."""
+        if not choices or len(set(choices)) != len(choices) or not all(isinstance(c, str) and c.strip()
+                                                                        for c in choices):
+            raise InvalidInputError(f"choices must be distinct non-empty strings, got {choices!r}")
+        chat = not isinstance(prompt, str)
+        text = self.chat_prompt(prompt) if not isinstance(prompt, str) else prompt
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)
+        self._check_fits(len(tokens), SamplingParams(max_tokens=1))
+        first: dict[int, set[str]] = {}
+        for c in choices:
+            for spelling in {c.strip(), " " + c.strip(), c.strip().capitalize(), " " + c.strip().capitalize()}:
+                ids = self.llm.tokenize(spelling.encode("utf-8"), add_bos=False, special=False)
+                if ids:
+                    first.setdefault(ids[0], set()).add(c)
+        with self._lock:
+            llm = self.llm
+            llm.reset()  # no KV reuse: see the docstring
+            llm.eval(tokens)
+            if llm._logits_all:  # a draft model's setting: every position's row is kept in scores
+                logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+            else:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        out = dict.fromkeys(choices, 0.0)
+        for tok, owners in first.items():
+            if len(owners) == 1:
+                out[next(iter(owners))] += float(probs[tok])
+        return out
 
     def _chat_call(self, messages: list[ChatMessage], params: SamplingParams, *, stream: bool) -> Any:
         msgs = [{"role": m.role, "content": m.content} for m in messages]
