@@ -27,11 +27,14 @@ write-back did, whether a recalled answer came from a stored question about anot
 whether the answer echoes a stored "Q: … A: …" pair about another symbol.
 
 After the stream a judge model that answers nothing (``--judge-model``, default the largest
-installed, qwen2.5-coder-1.5b) scores answers with the rubric (``ruvllm.judge_llm``, overall 1–5),
-given the fact's canonical question, the docstring's first paragraph as context and the gold
+installed, qwen2.5-coder-1.5b) scores answers given the fact's canonical question and the gold
 sentence as reference, so a score depends only on (fact, answer text): identical answers are judged
-once. Unique answers are judged in a seeded random order until ``--judge-budget`` seconds are spent;
-the coverage is reported (an unjudged answer has no judge score; curves use the judged ones).
+once. ``--judge-mode verdict`` (the default) asks "does the ANSWER say what the REFERENCE says?" and
+records P(yes) from the judge's next-token distribution (``LLMJudge.verdict``, 0–1);
+``--judge-mode rubric`` samples the spec's 1–5 rubric (``LLMJudge.score``, with the docstring's
+first paragraph as context), which did not discriminate here (every answer 5/5). Unique answers
+are judged in a seeded random order until ``--judge-budget`` seconds are spent; the coverage is
+reported (an unjudged answer has no judge score; curves use the judged ones).
 
 Writes bench/results/selflearn/selflearn.{json,md}, selflearn_quality.png and selflearn_latency.png.
 Nothing is downloaded: the encoder and GGUFs must already be installed (HF_HUB_OFFLINE=1 is set).
@@ -313,6 +316,18 @@ def judge_records(records: list[dict[str, Any]], facts: dict[str, Fact], args: a
         return info
     pool = ModelPool(registry, cfg.llm)
     judge = LLMJudge(pool.get(args.judge_model), params=SamplingParams(max_tokens=120, temperature=0.0))
+    info["mode"] = args.judge_mode
+
+    def one(fact: Fact, answer: str) -> tuple[float | None, float | None]:
+        """(score, accuracy criterion) on the mode's scale; an empty answer is the floor, no call."""
+        if args.judge_mode == "verdict":
+            v = judge.verdict(fact.questions[0], answer, fact.gold)
+            return (round(v, 3) if v is not None else None), None
+        if not answer.strip():
+            return 1.0, 1.0
+        r = judge.score(fact.questions[0], answer, [fact.context], reference=fact.gold)
+        return (round(r.overall, 3), float(r.accuracy)) if r is not None else (None, None)
+
     rng = np.random.default_rng(args.seed + 7)
     order = [list(keys)[int(i)] for i in rng.permutation(len(keys))]
     t0 = time.perf_counter()
@@ -324,8 +339,7 @@ def judge_records(records: list[dict[str, Any]], facts: dict[str, Fact], args: a
         others = [f for f in ids if facts[f].module != fact.module] or [f for f in ids if f != fact.id]
         other = facts[others[int(i) % len(others)]]  # another module's fact where there is one
         for key, answer in (("gold", fact.gold), ("other_fact_gold", other.gold)):
-            v = judge.score(fact.questions[0], answer, [fact.context], reference=fact.gold)
-            sanity[key].append(round(v.overall, 3) if v is not None else None)
+            sanity[key].append(one(fact, answer)[0])
     info["sanity"] = {**sanity, "gold_mean": _mean(sanity["gold"]),
                       "other_fact_gold_mean": _mean(sanity["other_fact_gold"]),
                       "seconds": round(time.perf_counter() - t0, 1)}
@@ -339,15 +353,10 @@ def judge_records(records: list[dict[str, Any]], facts: dict[str, Fact], args: a
                 break
             group = keys[(fact_id, norm)]
             fact = facts[fact_id]
-            if not norm:  # an empty answer: the rubric's floor, no model call
-                score: float | None = 1.0
-                accuracy: float | None = 1.0
-            else:
-                t = time.perf_counter()
-                verdict = judge.score(fact.questions[0], group[0]["answer"], [fact.context], reference=fact.gold)
+            t = time.perf_counter()
+            score, accuracy = one(fact, group[0]["answer"] if norm else "")
+            if norm:
                 times.append(time.perf_counter() - t)
-                score = round(verdict.overall, 3) if verdict is not None else None
-                accuracy = float(verdict.accuracy) if verdict is not None else None
             for r in group:
                 r["judge"], r["judge_accuracy"] = score, accuracy
             judged += 1
@@ -366,6 +375,13 @@ def judge_records(records: list[dict[str, Any]], facts: dict[str, Fact], args: a
 # --------------------------------------------------------------------------------------
 
 
+def judge_scale(doc: dict[str, Any]) -> tuple[str, float]:
+    """The judge score's name and the span of its scale (runs before the verdict mode were rubric)."""
+    if doc.get("judge", {}).get("mode", "rubric") == "verdict":
+        return "judge P(correct) (0–1)", 1.0
+    return "judge overall (1–5)", 4.0
+
+
 def plot(doc: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -378,7 +394,7 @@ def plot(doc: dict[str, Any], out: Path) -> None:
     label = {"on": "write-back + recall + learning ON", "off": "all OFF"}
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     for arm in ("on", "off"):
-        for ax, key, ylab in ((axes[0], "f1", "token F1 vs gold"), (axes[1], "judge", "judge overall (1–5)")):
+        for ax, key, ylab in ((axes[0], "f1", "token F1 vs gold"), (axes[1], "judge", judge_scale(doc)[0])):
             pts = curves[arm][key]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colours[arm], label=label[arm])
@@ -447,7 +463,7 @@ def markdown(doc: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in doc["kinds"].items()),
         "",
         "## On vs off, same run", "",
-        "| phase | arm | n | F1 mean | judge overall mean (judged) | judge accuracy mean | median latency ms "
+        f"| phase | arm | n | F1 mean | {judge_scale(doc)[0]} mean (judged) | judge accuracy mean | median latency ms "
         "| generated |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -505,7 +521,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"pairs judged in {j.get('seconds', 0)} s (budget {j.get('budget_s')} s; median "
         f"{j.get('median_s_per_call')} s per call); {j.get('records_with_score', 0)} of {2 * doc['n_questions']} "
         f"answers carry a score; {j.get('skipped', '')}",
-        f"- judge sanity (overall, 1–5): the gold sentence itself {_f((j.get('sanity') or {}).get('gold_mean'), 2)}, "
+        f"- judge sanity ({judge_scale(doc)[0]}): the gold sentence itself "
+        f"{_f((j.get('sanity') or {}).get('gold_mean'), 2)}, "
         f"another fact's gold sentence {_f((j.get('sanity') or {}).get('other_fact_gold_mean'), 2)} "
         f"({(j.get('sanity') or {}).get('gold')} vs {(j.get('sanity') or {}).get('other_fact_gold')})",
         "", "Examples:", "",
@@ -617,7 +634,8 @@ def reading(doc: dict[str, Any]) -> str:
         f"was {_ratio(on_all['latency_ms_median'], off_all['latency_ms_median'])} the off arm's "
         f"({_ratio(s['on']['late']['latency_ms_median'], s['off']['late']['latency_ms_median'])} in the last "
         f"quarter, where it generated {s['on']['late']['generated']} of {s['on']['late']['n']}).",
-        f"**Quality did not improve with use**: F1 on the on arm was {trend} the off arm's "
+        f"**{'Quality improved with use' if trend == 'higher than' else 'Quality did not improve with use'}**: "
+        f"F1 on the on arm was {trend} the off arm's "
         f"({_f(f1_on)} vs {_f(f1_off)}; last quarter {_f(s['on']['late']['f1_mean'])} vs "
         f"{_f(s['off']['late']['f1_mean'])}).",
     ]
@@ -638,7 +656,7 @@ def reading(doc: dict[str, Any]) -> str:
         f"{ev['poor_stored']} of {wb['stored']} stored answers have F1 < 0.2.")
     san = doc.get("judge", {}).get("sanity") or {}
     if san.get("gold_mean") is not None and san.get("other_fact_gold_mean") is not None:
-        if san["other_fact_gold_mean"] >= san["gold_mean"] - 0.5:
+        if san["other_fact_gold_mean"] >= san["gold_mean"] - judge_scale(doc)[1] / 8:
             parts.append(
                 f"**The judge does not discriminate**: {doc['judge']['model']} gave another fact's gold sentence "
                 f"{_f(san['other_fact_gold_mean'], 2)} and the right one {_f(san['gold_mean'], 2)}, so its scores "
@@ -666,6 +684,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="llm.n_threads for every model")
     ap.add_argument("--judge-model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--judge-mode", choices=("verdict", "rubric"), default="verdict",
+                    help="verdict: P(yes) of a reference-based yes/no question; rubric: sampled 1-5 rubric")
     ap.add_argument("--judge-budget", type=float, default=720.0, help="seconds for judging after the stream")
     ap.add_argument("--judge-sanity", type=int, default=4,
                     help="facts whose gold sentence and another fact's gold sentence the judge scores first")
