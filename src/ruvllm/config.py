@@ -94,11 +94,16 @@ class MemoryConfig:
     max_expanded: int = 32  # cap on nodes added by graph expansion
     cache_size: int = 1024  # LRU entries for repeated searches
     cache_ttl_s: float = 300.0
-    # where the memory lives: "embedded" (SQLite + hnswlib in <data dir>/memory) or "pgvector"
-    # (PostgreSQL + pgvector at dsn, in schema pg_schema; needs `pip install 'ruvllm[pg]'`), see docs/scale.md
+    # where the memory lives: "embedded" (SQLite + hnswlib in <data dir>/memory), "pgvector"
+    # (PostgreSQL + pgvector at dsn, in schema pg_schema; needs `pip install 'ruvllm[pg]'`) or
+    # "pgvector-sharded" (dsn is the coordinator; nodes hash-partitioned over the servers in shards
+    # through postgres_fdw), see docs/scale.md
     backend: str = "embedded"
     dsn: str = ""  # e.g. postgresql://ruvllm@db.internal:5432/ruvllm (RUVLLM_MEMORY__DSN)
     pg_schema: str = "ruvllm"
+    # pgvector-sharded: one DSN per shard server, in order; fixed when the memory is created (empty:
+    # the ones recorded at creation). Resharding = `ruvllm migrate` into a new sharded memory.
+    shards: list[str] = field(default_factory=list)
 
     def hnsw(self) -> HnswParams:
         return HnswParams(self.m, self.ef_construction, self.ef_search)
@@ -240,13 +245,16 @@ class Config:
         check(1 <= m.k <= 64, f"memory.k must be in [1, 64], got {m.k}")
         check(0 <= m.hops <= 4, f"memory.hops must be in [0, 4], got {m.hops}")
         check(0.0 <= m.min_edge_weight <= 1.0, "memory.min_edge_weight must be in [0, 1]")
-        check(m.backend in ("embedded", "pgvector"),
-              f"unknown memory.backend {m.backend!r}; choose 'embedded' or 'pgvector'")
-        if m.backend == "pgvector":
-            check(bool(m.dsn.strip()), "memory.backend = 'pgvector' needs memory.dsn "
+        check(m.backend in ("embedded", "pgvector", "pgvector-sharded"),
+              f"unknown memory.backend {m.backend!r}; choose 'embedded', 'pgvector' or 'pgvector-sharded'")
+        if m.backend != "embedded":
+            check(bool(m.dsn.strip()), f"memory.backend = {m.backend!r} needs memory.dsn "
                   "(a PostgreSQL connection string such as postgresql://user@host:5432/db)")
             check(m.pg_schema.isidentifier() and m.pg_schema.islower() and m.pg_schema.isascii(),
                   f"memory.pg_schema must be a lower-case SQL identifier, got {m.pg_schema!r}")
+        if m.backend == "pgvector-sharded":
+            check(all(d.strip() for d in m.shards) and len(set(m.shards)) == len(m.shards),
+                  "memory.shards must list distinct, non-empty PostgreSQL connection strings, one per shard")
         llm = self.llm
         check(len(llm.models) >= 1, "llm.models must name at least one model")
         check(

@@ -1,9 +1,10 @@
 """Memory backends behind one protocol: the embedded one (SQLite + hnswlib, ``ruvllm.memory.Memory``)
-and the scale-out one (PostgreSQL + pgvector, ``backends.pgvector.PgMemory``).
+and the scale-out ones (PostgreSQL + pgvector, ``backends.pgvector.PgMemory``, and the same sharded
+over several servers with hash partitioning + postgres_fdw, ``backends.sharded.ShardedPgMemory``).
 
-    mem = open_memory(config.memory, data_dir)   # memory.backend = "embedded" | "pgvector"
+    mem = open_memory(config.memory, data_dir)   # memory.backend = "embedded" | "pgvector" | "pgvector-sharded"
 
-``MemoryBackend`` is what the orchestrator and the write-back use; both backends satisfy it
+``MemoryBackend`` is what the orchestrator and the write-back use; all backends satisfy it
 structurally (mypy checks it at the bottom of this module) and pass the same behavioural tests
 (tests/test_memory_backends.py). See docs/scale.md for why PostgreSQL + pgvector.
 """
@@ -22,7 +23,7 @@ from ruvllm.memory.schema import Edge, EdgeType, Node, NodeType
 
 __all__ = ["BACKENDS", "MemoryBackend", "StoreView", "open_memory"]
 
-BACKENDS = ("embedded", "pgvector")
+BACKENDS = ("embedded", "pgvector", "pgvector-sharded")
 
 
 class StoreView(Protocol):
@@ -80,29 +81,38 @@ class MemoryBackend(Protocol):
 
 
 def open_memory(cfg: MemoryConfig, data_dir: Path) -> MemoryBackend:
-    """Open the backend ``cfg.backend`` names: the embedded memory in ``data_dir/memory``, or the
-    PostgreSQL + pgvector memory at ``cfg.dsn`` (schema ``cfg.pg_schema``)."""
+    """Open the backend ``cfg.backend`` names: the embedded memory in ``data_dir/memory``, the
+    PostgreSQL + pgvector memory at ``cfg.dsn`` (schema ``cfg.pg_schema``), or the sharded one whose
+    coordinator is ``cfg.dsn`` and whose shards are ``cfg.shards``."""
     if cfg.backend == "embedded":
         return Memory.open(data_dir / "memory", dim=cfg.dim, params=cfg.hnsw(), auto_params=cfg.hnsw_auto,
                            cache_size=cfg.cache_size, cache_ttl_s=cfg.cache_ttl_s)
-    if cfg.backend == "pgvector":
+    if cfg.backend in ("pgvector", "pgvector-sharded"):
         if not cfg.dsn:
-            raise ConfigError("memory.backend = 'pgvector' needs memory.dsn (e.g. postgresql://user@host:5432/db, "
-                              "or RUVLLM_MEMORY__DSN)")
+            raise ConfigError(f"memory.backend = {cfg.backend!r} needs memory.dsn (e.g. "
+                              "postgresql://user@host:5432/db, or RUVLLM_MEMORY__DSN)")
         try:
             from ruvllm.memory.backends.pgvector import PgMemory
+            from ruvllm.memory.backends.sharded import ShardedPgMemory
         except ImportError as exc:
-            raise ConfigError(f"memory.backend = 'pgvector' needs psycopg and pgvector ({exc}); "
+            raise ConfigError(f"memory.backend = {cfg.backend!r} needs psycopg and pgvector ({exc}); "
                               "run `pip install 'ruvllm[pg]'`") from None
+        if cfg.backend == "pgvector-sharded":
+            return ShardedPgMemory.open(cfg.dsn, dim=cfg.dim, params=cfg.hnsw(), shards=cfg.shards,
+                                        schema=cfg.pg_schema)
         return PgMemory.open(cfg.dsn, dim=cfg.dim, params=cfg.hnsw(), schema=cfg.pg_schema)
     raise ConfigError(f"unknown memory.backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-if TYPE_CHECKING:  # both backends satisfy the protocol (checked by mypy, costs nothing at run time)
+if TYPE_CHECKING:  # every backend satisfies the protocol (checked by mypy, costs nothing at run time)
     from ruvllm.memory.backends.pgvector import PgMemory
+    from ruvllm.memory.backends.sharded import ShardedPgMemory
 
     def _embedded_is_a_backend(m: Memory) -> MemoryBackend:
         return m
 
     def _pg_is_a_backend(m: PgMemory) -> MemoryBackend:
+        return m
+
+    def _sharded_is_a_backend(m: ShardedPgMemory) -> MemoryBackend:
         return m

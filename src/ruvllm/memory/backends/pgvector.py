@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -93,6 +94,7 @@ _COLS = "id, type, text, source, timestamp, tags, domain, version, confidence, v
 _EDGE_COLS = "id, src, dst, rel, weight, timestamp, created_by, confidence"
 
 T = TypeVar("T")
+M = TypeVar("M", bound="PgMemory")
 Conn = psycopg.Connection[Any]
 
 
@@ -112,38 +114,50 @@ class _NumpyVectorLoader(Loader):
         return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
 
 
-def _ddl(schema: str, dim: int, params: HnswParams) -> list[sql.Composed]:
+def _ddl(schema: str, dim: int, params: HnswParams, *, partitioned: bool = False) -> list[sql.Composed]:
+    """The tables of one memory. ``partitioned``: the coordinator of a sharded memory (sharded.py) —
+    ``nodes`` and ``node_history`` are ``PARTITION BY HASH (id)`` parents whose partitions are foreign
+    tables on the shards, so they carry no keys or indexes of their own (PostgreSQL allows none on a
+    parent with foreign partitions; each shard's own tables have them), and ``edges`` has no foreign
+    keys (the sharded backend checks and cascades them in the same transaction)."""
     s = sql.Identifier(schema)
     types = sql.SQL(", ").join(sql.Literal(t.value) for t in NodeType)
     rels = sql.SQL(", ").join(sql.Literal(t.value) for t in EdgeType)
     d = sql.Literal(dim)
-    return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
-        sql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(s),
-        sql.SQL("""CREATE TABLE {s}.nodes (
-            id uuid PRIMARY KEY, vector vector({d}) NOT NULL, text text NOT NULL,
-            type text NOT NULL CHECK (type IN ({types})), source text NOT NULL,
-            timestamp double precision NOT NULL, tags text[] NOT NULL, domain text NOT NULL,
-            version integer NOT NULL CHECK (version >= 1), confidence double precision NOT NULL)""").format(
-            s=s, d=d, types=types),
+    key = sql.SQL("") if partitioned else sql.SQL(" PRIMARY KEY")
+    part = sql.SQL(" PARTITION BY HASH (id)") if partitioned else sql.SQL("")
+    ref = sql.SQL("") if partitioned else sql.SQL(" REFERENCES {}.nodes (id) ON DELETE CASCADE").format(s)
+    hist_key = sql.SQL("") if partitioned else sql.SQL(", PRIMARY KEY (id, version)")
+    node_indexes = [] if partitioned else [
         sql.SQL("CREATE INDEX nodes_type ON {}.nodes (type)").format(s),
         sql.SQL("CREATE INDEX nodes_domain ON {}.nodes (domain)").format(s),
         sql.SQL("CREATE INDEX nodes_timestamp ON {}.nodes (timestamp)").format(s),
         sql.SQL("CREATE INDEX nodes_tags ON {}.nodes USING gin (tags)").format(s),
         _hnsw_ddl(schema, params),
+    ]
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+        sql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(s),
+        sql.SQL("""CREATE TABLE {s}.nodes (
+            id uuid NOT NULL{key}, vector vector({d}) NOT NULL, text text NOT NULL,
+            type text NOT NULL CHECK (type IN ({types})), source text NOT NULL,
+            timestamp double precision NOT NULL, tags text[] NOT NULL, domain text NOT NULL,
+            version integer NOT NULL CHECK (version >= 1), confidence double precision NOT NULL){part}""").format(
+            s=s, d=d, types=types, key=key, part=part),
+        *node_indexes,
         sql.SQL("""CREATE TABLE {s}.node_history (
-            id uuid NOT NULL REFERENCES {s}.nodes (id) ON DELETE CASCADE, version integer NOT NULL,
+            id uuid NOT NULL{ref}, version integer NOT NULL,
             vector vector({d}) NOT NULL, text text NOT NULL, type text NOT NULL, source text NOT NULL,
             timestamp double precision NOT NULL, tags text[] NOT NULL, domain text NOT NULL,
-            confidence double precision NOT NULL, replaced_at double precision NOT NULL,
-            PRIMARY KEY (id, version))""").format(s=s, d=d),
+            confidence double precision NOT NULL, replaced_at double precision NOT NULL{hist_key}){part}""").format(
+            s=s, d=d, ref=ref, hist_key=hist_key, part=part),
         sql.SQL("""CREATE TABLE {s}.edges (
             id uuid PRIMARY KEY,
-            src uuid NOT NULL REFERENCES {s}.nodes (id) ON DELETE CASCADE,
-            dst uuid NOT NULL REFERENCES {s}.nodes (id) ON DELETE CASCADE,
+            src uuid NOT NULL{ref},
+            dst uuid NOT NULL{ref},
             rel text NOT NULL CHECK (rel IN ({rels})), weight double precision NOT NULL,
             timestamp double precision NOT NULL, created_by text NOT NULL, confidence double precision NOT NULL,
-            UNIQUE (src, dst, rel))""").format(s=s, rels=rels),
+            UNIQUE (src, dst, rel))""").format(s=s, rels=rels, ref=ref),
         sql.SQL("CREATE INDEX edges_dst ON {}.edges (dst)").format(s),
     ]
 
@@ -218,6 +232,9 @@ class _PgStoreView:
 class PgMemory:
     """Nodes, edges, history and vector search in PostgreSQL + pgvector. Thread-safe (a connection per thread)."""
 
+    BACKEND = "pgvector"  # memory.backend's name for it
+    LAYOUT = "single"  # meta's "layout": "single" here, "sharded" for ShardedPgMemory (sharded.py)
+
     def __init__(self, dsn: str, dim: int, params: HnswParams, schema: str, *, retries: int, backoff_s: float,
                  connect_timeout: int):
         self.dsn = dsn
@@ -227,9 +244,7 @@ class PgMemory:
         self.retries = retries
         self.backoff_s = backoff_s
         self.connect_timeout = connect_timeout
-        info = conninfo_to_dict(dsn)
-        host = str(info.get("host") or info.get("hostaddr") or "localhost")
-        self.where = f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
+        self.where = server_name(dsn)
         self._local = threading.local()
         self._conns: list[Conn] = []
         self._conns_lock = threading.Lock()
@@ -246,20 +261,17 @@ class PgMemory:
 
         A schema holding another dimension raises ``ConfigError``; one holding tables that are not a
         ruvllm memory raises ``StoreCorruptError`` and is left untouched."""
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
-        if not (schema.isidentifier() and schema.isascii()):
-            raise ConfigError(f"the PostgreSQL schema name must be a plain identifier, got {schema!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
-        mem = cls(dsn, dim, params or HnswParams(), schema, retries=retries, backoff_s=backoff_s,
-                  connect_timeout=connect_timeout)
+        _check_open(dim, schema, retries)
+        return cls(dsn, dim, params or HnswParams(), schema, retries=retries, backoff_s=backoff_s,
+                   connect_timeout=connect_timeout)._started()
+
+    def _started(self: M) -> M:
         try:
-            mem._retry("open", mem._init_schema)
+            self._retry("open", self._init_schema)
         except BaseException:
-            mem.close()
+            self.close()
             raise
-        return mem
+        return self
 
     def _q(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(s=sql.Identifier(self.schema))
@@ -284,6 +296,14 @@ class PgMemory:
     @property
     def _session_ef(self) -> int:
         return min(PG_MAX_EF_SEARCH, int(self.params.ef_search))
+
+    # the largest max(ef, k) the index walk serves (a larger one is answered exactly), and whether the
+    # walk's ef is fixed per server (sharded: the shards' sessions ignore a SET on the coordinator)
+    _fixed_ef = False
+
+    @property
+    def _max_walk_ef(self) -> int:
+        return PG_MAX_EF_SEARCH
 
     def _conn(self) -> Conn:
         if self._closed:
@@ -331,9 +351,13 @@ class PgMemory:
                     time.sleep(delay)
                     delay *= 2
         raise MemoryUnavailableError(
-            f"the PostgreSQL memory at {self.where} is unreachable: {what} failed {self.retries + 1} times over "
+            f"{self._unreachable(last)} is unreachable: {what} failed {self.retries + 1} times over "
             f"{time.monotonic() - t0:.1f} s ({_first_line(last)}); check that the server is up — every write "
             "acknowledged before is committed there") from None
+
+    def _unreachable(self, last: BaseException | None) -> str:
+        """Which server a lost connection points at (the sharded memory names the shard)."""
+        return f"the PostgreSQL memory at {self.where}"
 
     def _read(self, fn: Callable[[Conn], T], what: str = "read") -> T:
         return self._retry(what, lambda c, _retry: fn(c))
@@ -344,13 +368,11 @@ class PgMemory:
             tables = {r[0] for r in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (self.schema,))}
             if not tables:
-                for stmt in _ddl(self.schema, self._dim, self.params):
-                    conn.execute(stmt)
-                conn.execute(self._q("INSERT INTO {s}.meta (key, value) VALUES (%s, %s), (%s, %s), (%s, %s), "
-                                     "(%s, %s), (%s, %s), (%s, %s)"),
-                             ("schema", SCHEMA_NAME, "schema_version", str(SCHEMA_VERSION), "dim", str(self._dim),
-                              "m", str(self.params.m), "ef_construction", str(self.params.ef_construction),
-                              "created", str(time.time())))
+                meta = {"schema": SCHEMA_NAME, "schema_version": str(SCHEMA_VERSION), "dim": str(self._dim),
+                        "m": str(self.params.m), "ef_construction": str(self.params.ef_construction),
+                        "created": str(time.time()), "layout": self.LAYOUT, **self._create_tables(conn)}
+                conn.cursor().executemany(self._q("INSERT INTO {s}.meta (key, value) VALUES (%s, %s)"),
+                                          list(meta.items()))
                 return
             if "meta" not in tables:
                 raise StoreCorruptError(
@@ -363,6 +385,11 @@ class PgMemory:
         if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
             raise StoreError(f"the memory at {self.where} ({self.schema}) has schema version "
                              f"{meta['schema_version']}, newer than this ruvllm understands; upgrade ruvllm")
+        layout = meta.get("layout", "single")
+        if layout != self.LAYOUT:
+            raise ConfigError(f"schema {self.schema!r} at {self.where} holds a {layout} memory; set memory.backend = "
+                              f"{'pgvector-sharded' if layout == 'sharded' else 'pgvector'!r} to open it")
+        self._check_meta(meta)
         stored = int(meta.get("dim", "0"))
         if stored != self._dim:
             raise ConfigError(f"the memory at {self.where} (schema {self.schema}) holds {stored}-d vectors but "
@@ -375,6 +402,16 @@ class PgMemory:
                      "call rebuild_index() to rebuild it", self.where, built.m, built.ef_construction,
                      self.params.m, self.params.ef_construction)
             self.params = built
+
+    def _create_tables(self, conn: Conn) -> dict[str, str]:
+        """Create the memory's tables in an empty schema (inside ``_init_schema``'s transaction);
+        returns extra ``meta`` rows."""
+        for stmt in _ddl(self.schema, self._dim, self.params):
+            conn.execute(stmt)
+        return {}
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        """A hook for the sharded layout's own checks of an existing memory's ``meta``."""
 
     def close(self) -> None:
         """Close every connection. Safe to call twice; everything acknowledged is already committed."""
@@ -441,7 +478,8 @@ class PgMemory:
         return all(have.get(n.id) == (n.metadata.version, n.text) for n in nodes)
 
     def _unique(self, conn: Conn, exc: psycopg.errors.UniqueViolation, ids: Sequence[str]) -> Exception:
-        constraint = exc.diag.constraint_name or ""
+        # through postgres_fdw (a sharded memory) the shard's constraint name is only in the message
+        constraint = exc.diag.constraint_name or next(iter(re.findall(r'constraint "([^"]+)"', str(exc))), "")
         if constraint.startswith("nodes"):
             rows = conn.execute(self._q("SELECT id FROM {s}.nodes WHERE id = ANY(%s::uuid[])"), (list(ids),))
             dup = [str(r[0]) for r in rows.fetchall()]
@@ -517,12 +555,11 @@ class PgMemory:
     def _write_version(self, conn: Conn, new: Node, old: Node) -> None:
         """``old`` goes to history, ``new`` (version-bumped) replaces it; inside the caller's transaction."""
         md = old.metadata
+        # replaces a stale (id, version) row; not ON CONFLICT DO UPDATE, which postgres_fdw cannot ship
+        conn.execute(self._q("DELETE FROM {s}.node_history WHERE id = %s AND version = %s"), (old.id, md.version))
         conn.execute(self._q(
             "INSERT INTO {s}.node_history (id, version, vector, text, type, source, timestamp, tags, domain, "
-            "confidence, replaced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s, %s) "
-            "ON CONFLICT (id, version) DO UPDATE SET vector = excluded.vector, text = excluded.text, "
-            "type = excluded.type, source = excluded.source, timestamp = excluded.timestamp, tags = excluded.tags, "
-            "domain = excluded.domain, confidence = excluded.confidence, replaced_at = excluded.replaced_at"),
+            "confidence, replaced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s, %s, %s)"),
             (old.id, md.version, old.vector, old.text, old.type.value, old.source, float(md.timestamp),
              list(md.tags), md.domain, float(md.confidence), time.time()))
         nm = new.metadata
@@ -542,11 +579,15 @@ class PgMemory:
 
         def op(conn: Conn, retry: bool) -> None:
             with conn.transaction():
-                n = conn.execute(self._q("DELETE FROM {s}.nodes WHERE id = %s"), (nid,)).rowcount if nid else 0
+                n = self._delete_node(conn, nid) if nid else 0
             if n == 0 and not retry:
                 raise NotFoundError(f"no node with id {node_id}")
 
         self._retry("delete", op)
+
+    def _delete_node(self, conn: Conn, nid: str) -> int:
+        """Delete one node inside the caller's transaction (its edges and history cascade); rows deleted."""
+        return int(conn.execute(self._q("DELETE FROM {s}.nodes WHERE id = %s"), (nid,)).rowcount)
 
     def prune_weak_edges(self, min_weight: float) -> int:
         check_min_weight(min_weight)
@@ -652,23 +693,30 @@ class PgMemory:
         """The k nearest (cosine) among rows matching ``where``: through the HNSW index, or exactly."""
         efs = max(ef or self.params.ef_search, k)
         cur = conn.cursor(binary=True)
-        if exact or efs > PG_MAX_EF_SEARCH:
-            # a materialised CTE keeps the planner off the HNSW index: an exact scan of the matching rows
-            scan = self._q(f"WITH c AS MATERIALIZED (SELECT {_COLS} FROM {{s}}.nodes WHERE {where}) "
-                           f"SELECT {_COLS}, 1 - (vector <=> %s) FROM c ORDER BY vector <=> %s, id LIMIT %s")
-            rows = cur.execute(scan, (*args, q, q, k)).fetchall()
+        if exact or efs > self._max_walk_ef:
+            rows = cur.execute(self._knn_query(where, exact=True), self._knn_args(q, args, k)).fetchall()
         else:
-            query = self._q(f"SELECT {_COLS}, 1 - (vector <=> %s) FROM {{s}}.nodes WHERE {where} "
-                            "ORDER BY vector <=> %s LIMIT %s")
-            if efs == self._session_ef:  # the connection's default: one round trip
-                rows = cur.execute(query, (q, *args, q, k)).fetchall()
+            query = self._knn_query(where)
+            if efs == self._session_ef or self._fixed_ef:  # the connection's default: one round trip
+                rows = cur.execute(query, self._knn_args(q, args, k)).fetchall()
             else:
                 with conn.transaction():
                     cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(efs)))
-                    rows = cur.execute(query, (q, *args, q, k)).fetchall()
+                    rows = cur.execute(query, self._knn_args(q, args, k)).fetchall()
         hits = [Hit(_node(r), float(r[10])) for r in rows]
         hits.sort(key=lambda h: -h.score)  # the index returns them in order; an exact tie keeps id order
         return hits
+
+    def _knn_query(self, where: str = "true", exact: bool = False, table: str = "nodes") -> sql.Composed:
+        """The k-nearest query (parameters: ``_knn_args``). ``exact``: "+ 0" keeps the planner off the
+        HNSW index (it only serves ORDER BY vector <=> q) — an exact scan of the matching rows; the
+        expression is plain SQL, so postgres_fdw ships it to the shards of a sharded memory."""
+        order = "(vector <=> %s) + 0, id" if exact else "vector <=> %s"
+        return self._q(f"SELECT {_COLS}, 1 - (vector <=> %s) FROM {{s}}.{table} WHERE {where} "
+                       f"ORDER BY {order} LIMIT %s")
+
+    def _knn_args(self, q: npt.NDArray[np.float32], args: Sequence[Any], k: int) -> tuple[Any, ...]:
+        return (q, *args, q, k)
 
     def search(
         self,
@@ -862,9 +910,7 @@ class PgMemory:
         def op(conn: Conn, _retry: bool) -> float:
             t0 = time.perf_counter()
             with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
-                conn.execute(self._q("DROP INDEX IF EXISTS {s}.nodes_vector_hnsw"))
-                conn.execute(_hnsw_ddl(self.schema, p))
+                self._build_index(conn, p, maintenance_work_mem)
                 conn.execute(self._q("UPDATE {s}.meta SET value = %s WHERE key = 'm'"), (str(p.m),))
                 conn.execute(self._q("UPDATE {s}.meta SET value = %s WHERE key = 'ef_construction'"),
                              (str(p.ef_construction),))
@@ -874,12 +920,18 @@ class PgMemory:
         self.params = p
         return secs
 
+    def _build_index(self, conn: Conn, p: HnswParams, maintenance_work_mem: str) -> None:
+        conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
+        conn.execute(self._q("DROP INDEX IF EXISTS {s}.nodes_vector_hnsw"))
+        conn.execute(_hnsw_ddl(self.schema, p))
+
     # ---- stats -----------------------------------------------------------------------------------
     def register_stats(self, name: str, provider: Callable[[], dict[str, Any]]) -> None:
         self._stats_providers[name] = provider
 
-    def stats(self) -> dict[str, Any]:
-        def sizes(c: Conn) -> tuple[int, int]:
+    def sizes(self) -> tuple[int, int]:
+        """(bytes of ``nodes`` with its indexes, bytes of the HNSW index)."""
+        def run(c: Conn) -> tuple[int, int]:
             row = c.execute(self._q(
                 "SELECT pg_total_relation_size(%s::regclass), "
                 "coalesce(pg_relation_size(to_regclass(%s)), 0)"),
@@ -887,8 +939,11 @@ class PgMemory:
             assert row is not None
             return int(row[0]), int(row[1])
 
-        total, index_bytes = self._read(sizes, "stats")
-        out: dict[str, Any] = {"backend": "pgvector", "path": f"postgresql://{self.where} schema {self.schema}",
+        return self._read(run, "stats")
+
+    def stats(self) -> dict[str, Any]:
+        total, index_bytes = self.sizes()
+        out: dict[str, Any] = {"backend": self.BACKEND, "path": f"postgresql://{self.where} schema {self.schema}",
                                "dim": self._dim, **self.counts()}
         out["index"] = {"kind": "pgvector hnsw (vector_cosine_ops)", "m": self.params.m,
                         "ef_construction": self.params.ef_construction, "ef_search": self.params.ef_search,
@@ -899,6 +954,22 @@ class PgMemory:
         for name, provider in self._stats_providers.items():
             out[name] = provider()
         return out
+
+
+def server_name(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, for messages (no user or password)."""
+    info = conninfo_to_dict(dsn)
+    host = str(info.get("host") or info.get("hostaddr") or "localhost")
+    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
+
+
+def _check_open(dim: Any, schema: str, retries: Any) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+    if not (schema.isidentifier() and schema.isascii()):
+        raise ConfigError(f"the PostgreSQL schema name must be a plain identifier, got {schema!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
 
 
 def _has_vector(conn: Conn) -> bool:
