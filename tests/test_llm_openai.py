@@ -219,3 +219,36 @@ def test_pool_builds_the_openai_backend_from_config(tmp_path: Path) -> None:
         assert pool.get("qwen2.5-coder-0.5b") is gen  # shared, not rebuilt
     finally:
         pool.close()
+
+
+@pytest.mark.model
+def test_ruvllm_answers_through_the_server_with_no_local_weights(server: str, embedder: Any, tmp_path: Path) -> None:
+    """With llm.backend = "openai" the models are the ones the server serves, whatever is on disk:
+    the query is answered over HTTP, and a name the server does not serve is refused with what it
+    does serve (before, installed_models() looked for local GGUFs only)."""
+    from ruvllm.config import Config
+    from ruvllm.errors import ModelNotFoundError
+    from ruvllm.orchestrator import RuvLLM
+
+    def make(remote_id: str) -> RuvLLM:
+        return RuvLLM(Config.load(env=False, data_dir=str(tmp_path / remote_id), **{
+            "llm.backend": "openai", "llm.base_url": server, "llm.model": remote_id, "llm.max_retries": 0,
+            "llm.models": ["qwen2.5-coder-0.5b"], "llm.default_model": "qwen2.5-coder-0.5b",
+            "llm.models_dir": str(tmp_path / "no-weights")}), embedder=embedder)
+
+    rv = make("qwen")
+    try:
+        assert isinstance(rv.pool.get("qwen2.5-coder-0.5b"), OpenAIGenerator)
+        assert rv.installed_models() == ["qwen2.5-coder-0.5b"]
+        rv.ingest_stdlib(["json"])
+        resp = rv.query("What does json.dumps do?", max_tokens=24, writeback=False)
+        assert resp.model == "qwen2.5-coder-0.5b" and resp.answer and resp.usage["completion_tokens"] > 0
+    finally:
+        rv.close()
+    rv = make("not-served")
+    try:
+        assert rv.installed_models() == []
+        with pytest.raises(ModelNotFoundError, match=r"serves \['qwen'\]"):
+            rv.query("What does json.dumps do?", max_tokens=8)
+    finally:
+        rv.close()

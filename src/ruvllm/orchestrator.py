@@ -129,6 +129,7 @@ class RuvLLM:
         self.pool = ModelPool(self.registry, self.config.llm)
         self._embedder = embedder
         self._router: Router | None = None
+        self._served: frozenset[str] | None = None  # model ids an OpenAI-compatible server lists
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, QueryResponse] = OrderedDict()  # request id → response, for feedback
         self._closed = False
@@ -152,7 +153,15 @@ class RuvLLM:
             return self._embedder
 
     def installed_models(self) -> list[str]:
-        return [m for m in self.config.llm.models if self.registry.is_installed(m)]
+        """The configured models that can answer: GGUFs on disk, or with ``llm.backend = "openai"``
+        the ones the server lists at /v1/models (asked once; a server that is down is an error)."""
+        llm = self.config.llm
+        if llm.backend != "openai":
+            return [m for m in llm.models if self.registry.is_installed(m)]
+        if self._served is None:
+            gen = self.pool.get(llm.models[0])
+            self._served = frozenset(gen.probe())  # type: ignore[attr-defined]
+        return [m for m in llm.models if (llm.model or m) in self._served]
 
     @property
     def router(self) -> Router:
@@ -160,7 +169,10 @@ class RuvLLM:
             models = self.installed_models()
             if not models:
                 reasons = []
-                for name in self.config.llm.models:
+                if self.config.llm.backend == "openai":
+                    reasons.append(f"the server at {self.config.llm.base_url} serves {sorted(self._served or ())}; "
+                                   "set llm.model to one of them or serve the configured names")
+                for name in self.config.llm.models if self.config.llm.backend != "openai" else ():
                     try:
                         self.registry.path(name)
                     except ModelNotFoundError as exc:
@@ -519,7 +531,7 @@ class RuvLLM:
     def _apply_overrides(self, decision: Decision, model: str | None) -> Decision:
         if model is not None:
             self.registry.spec(model)  # unknown name → ModelNotFoundError listing the available ones
-            if not self.registry.is_installed(model):
+            if model not in self.installed_models():
                 raise ModelNotFoundError(f"model {model!r} is not installed; see `ruvllm models`")
             return Decision(model, decision.context_tokens, decision.temperature, decision.top_p,
                             decision.confidence, reason=f"model chosen by the caller ({decision.reason})")
