@@ -114,3 +114,25 @@ def test_default_out_is_inside_a_proper_data_dir(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert (data / "router" / "router.npz").exists()
     open_data_dir(data)  # still a ruvllm data dir: `ruvllm ask --data-dir` will accept it
+
+
+@pytest.mark.parametrize(("limit", "seed"), [(20, 0), (80, 0), (150, 0), (150, 1), (400, 2)])
+def test_limit_keeps_a_training_paraphrase_of_every_seen_question(limit: int, seed: int) -> None:
+    """A limited set's "seen" split means seen: each test_seen question has a training question of the
+    same pattern (symbol + type). Before the fix, a --limit 150 run kept one for 2 of 38."""
+    from collections import Counter
+
+    items = select_items(PipelineConfig(limit=limit, seed=seed))
+    train = {(i.symbol, i.query_type) for i in items if i.split == "train"}
+    seen = [i for i in items if i.split == "test_seen"]
+    assert seen and all((i.symbol, i.query_type) in train for i in seen)
+    assert Counter(i.split for i in items).keys() == {"train", "test_seen", "test_unseen"}
+    assert abs(len(items) - limit) <= max(4, limit // 20)  # still about the limit
+    full = {}
+    for it in select_items(PipelineConfig(seed=seed)):
+        full.setdefault(it.session, []).append(it.id)
+    got = {}
+    for it in items:
+        got.setdefault(it.session, []).append(it.id)
+    assert all(got[s] == full[s] for s in got)  # whole sessions, in order
+    assert [i.id for i in items] == [i.id for i in select_items(PipelineConfig(limit=limit, seed=seed))]

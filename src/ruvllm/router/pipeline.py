@@ -113,27 +113,71 @@ def make_embed(kind: str) -> tuple[Embed, str]:
 
 
 def select_items(cfg: PipelineConfig) -> list[QAItem]:
-    """The question set, optionally cut to whole sessions (seeded) and to some splits."""
+    """The question set, optionally cut to whole sessions (seeded) and to some splits.
+
+    A limited set keeps what its splits promise: every ``test_seen`` question (a new paraphrase of a
+    trained question) has at least one training question of the same pattern (symbol and type) in
+    the set. Sessions are picked whole: the held-out ones first (their share of the sessions), then
+    each seen session together with the training sessions that cover its patterns (greedy, most
+    patterns first), as long as they fit the budget and the seen share; the rest of the budget is
+    random training sessions. ``--limit`` stays "about this many questions"."""
     items = stdlib_qa(cfg.modules, per_module=cfg.per_module, seed=cfg.seed)
     if cfg.split_filter:
         items = [it for it in items if it.split in cfg.split_filter]
     if cfg.limit and cfg.limit < len(items):
-        # stratified by split so a small run still has train, test_seen and test_unseen sessions
-        by_split: dict[str, list[str]] = {}
-        for it in items:
-            if it.session not in by_split.setdefault(it.split, []):
-                by_split[it.split].append(it.session)
-        rng = np.random.default_rng(cfg.seed)
-        n_sessions = max(1, round(cfg.limit / 4))
-        total = sum(len(v) for v in by_split.values())
-        chosen: set[str] = set()
-        for _split, sessions in sorted(by_split.items()):
-            take = max(1, round(n_sessions * len(sessions) / total))
-            chosen.update(rng.permutation(sessions)[:take].tolist())
-        items = [it for it in items if it.session in chosen]
+        keep = _limited_sessions(items, cfg.limit, cfg.seed)
+        items = [it for it in items if it.session in keep]
     if not items:
         raise InvalidInputError("the question set is empty; check --modules / --limit")
     return items
+
+
+def _limited_sessions(items: Sequence[QAItem], limit: int, seed: int) -> set[str]:
+    by_split: dict[str, list[str]] = {}
+    patterns: dict[str, set[tuple[str, str]]] = {}  # session -> its (symbol, type) patterns
+    for it in items:
+        if it.session not in patterns:
+            by_split.setdefault(it.split, []).append(it.session)
+        patterns.setdefault(it.session, set()).add((it.symbol, it.query_type))
+    rng = np.random.default_rng(seed)
+    n_sessions = max(1, round(limit / 4))
+    total = sum(len(v) for v in by_split.values())
+    quota = {sp: max(1, round(n_sessions * len(v) / total)) for sp, v in by_split.items()}
+    order = {sp: [str(s) for s in rng.permutation(v)] for sp, v in sorted(by_split.items())}
+    chosen: set[str] = set(order.get("test_unseen", [])[: quota.get("test_unseen", 0)])
+    budget = max(1, n_sessions - len(chosen))  # for the seen and training sessions together
+    train_rank = {sid: n for n, sid in enumerate(order.get("train", []))}
+    by_pattern: dict[tuple[str, str], list[str]] = {}
+    for sid in order.get("train", []):
+        for pat in patterns[sid]:
+            by_pattern.setdefault(pat, []).append(sid)
+    train: set[str] = set()
+    covered: set[tuple[str, str]] = set()
+    n_seen = 0
+    for sid in order.get("test_seen", []):
+        if n_seen >= quota["test_seen"]:
+            break
+        need = {p for p in patterns[sid] if p not in covered}
+        cover: list[str] = []
+        while need:  # the training session that covers most of what is left (seeded order breaks ties)
+            cands = {c for p in need for c in by_pattern.get(p, ()) if c not in train and c not in cover}
+            if not cands:
+                break
+            best = min(cands, key=lambda c: (-len(patterns[c] & need), train_rank[c]))
+            cover.append(best)
+            need -= patterns[best]
+        if need or len(train) + len(cover) + n_seen + 1 > budget:
+            continue  # no training paraphrase exists (a split filter), or it does not fit: next one
+        chosen.add(sid)
+        n_seen += 1
+        train.update(cover)
+        for c in cover:
+            covered |= patterns[c]
+    for sid in order.get("train", []):
+        if len(train) + n_seen >= budget:
+            break
+        train.add(sid)
+    return chosen | train
 
 
 def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: int = 0) -> list[QAItem]:
