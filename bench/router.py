@@ -414,6 +414,39 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def seen_coverage(recs: list[Any]) -> dict[str, int]:
+    """How many test_seen questions have a training question of the same pattern (symbol + type):
+    what "seen" can mean on this labelled set."""
+    train = {(r.id.split(":")[0], r.query_type) for r in recs if r.split == "train"}
+    seen = [r for r in recs if r.split == "test_seen"]
+    return {"test_seen": len(seen), "with_a_training_paraphrase": sum((r.id.split(":")[0], r.query_type) in train
+                                                                      for r in seen)}
+
+
+def quality_markdown(doc: dict[str, Any]) -> list[str]:
+    """The quality measure per question type and, for relabelled files, the oracle's label distribution
+    before and after (``ruvllm router relabel``)."""
+    info, lines = doc["labels"], []
+    cov = doc.get("seen_coverage")
+    if cov:
+        lines += [f"Seen patterns: {cov['with_a_training_paraphrase']} of {cov['test_seen']} test_seen questions "
+                  "have a training question of the same symbol and type in this labelled set.", ""]
+    if info.get("quality_by_type"):
+        lines += [f"Quality Q ({info.get('quality_measure', '')}, from the stored answers of "
+                  f"`{info.get('relabelled_from', '?')}`): "
+                  + "; ".join(f"{t}: {m}" for t, m in info["quality_by_type"].items()) + ".", ""]
+    before, after = info.get("label_distribution_before"), info.get("label_distribution_after")
+    if before and after:
+        models = list(after["all"])
+        lines += ["Oracle's best model per question type (λ, μ as labelled), before → after the per-type quality "
+                  f"({info.get('labels_changed', '?')} labels changed):", "",
+                  "| type | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+        for qtype, row in after.items():
+            lines.append(f"| {qtype} | " + " | ".join(f"{before[qtype][m]} → {row[m]}" for m in models) + " |")
+        lines.append("")
+    return lines
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Router benchmark ({doc['label_note']})", "",
              f"Command: `{doc['command']}`  ", f"Date: {doc['date']}, machine: {doc['machine']}", "",
@@ -421,6 +454,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Queries: {doc['labels']['n_queries']} ({doc['labels']['splits']}), docs: {doc['labels']['n_docs']}, "
              f"embedder: {doc['labels']['embedder']}, models: {', '.join(doc['labels']['models'])}, "
              f"U = Q − {doc['labels']['lambda_per_s']}·L[s] − {doc['labels']['mu_per_cost_unit']}·C.", ""]
+    lines += quality_markdown(doc)
     for split, title in (("test_seen", "Seen patterns (new paraphrases of trained questions)"),
                          ("test_unseen", "Held-out symbols (never seen in training)")):
         lines += [f"## {title}", "", "| router | " + " | ".join(c[1] for c in COLS) + " |",
@@ -574,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}, "
         f"numpy {np.__version__}",
         "labels": info, "label_note": note, "train_report": report.to_dict(), **ev, **cost_doc,
+        "seen_coverage": seen_coverage(recs),
     }
     (args.out / "router_bench.json").write_text(json.dumps(doc, indent=1, default=_default) + "\n")
     (args.out / "router_bench.md").write_text(markdown(doc))
