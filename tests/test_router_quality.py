@@ -126,6 +126,10 @@ def test_sandbox_refuses_writes_outside_its_directory_processes_and_sockets(tmp_
 def test_sandbox_limits_memory_and_closes_stdin() -> None:
     res = run_python("x = bytearray(2_000_000_000)", FAST)
     assert not res.ok and "MemoryError" in res.stderr_tail
+    res = run_python("open('big', 'wb').write(b'x' * 2_000_000)", FAST)  # RLIMIT_FSIZE 1 MB
+    assert not res.ok
+    assert run_python("import resource as r\nassert r.getrlimit(r.RLIMIT_AS) == (512 << 20, 512 << 20)\n"
+                      "assert r.getrlimit(r.RLIMIT_CPU)[0] == 2 and r.getrlimit(r.RLIMIT_NPROC) == (0, 0)", FAST).ok
     res = run_python("input()", FAST)
     assert not res.ok and "EOFError" in res.stderr_tail
     assert run_python("import sys\nassert sys.flags.isolated\nassert __name__ == '__main__'", FAST).ok

@@ -56,7 +56,6 @@ import contextlib
 import functools
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -92,7 +91,14 @@ class ExecResult:
 
 # Runs in the child before the snippet: read the snippet, install the audit hook, exec it as __main__.
 _PRELUDE = r'''
-import os, sys
+import os, resource, sys
+# the limits first (argv: address space, CPU s, file size, open files), before any snippet code
+for _res, _v in zip((resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE,
+                     resource.RLIMIT_CORE, resource.RLIMIT_NPROC), [*map(int, sys.argv[1:5]), 0, 0]):
+    try:
+        resource.setrlimit(_res, (_v, _v))
+    except (ValueError, OSError):
+        pass  # a hard limit already lower than ours stays
 _root = os.path.realpath(os.getcwd())
 with open("snippet.py", encoding="utf-8") as _fh:
     _src = _fh.read()
@@ -139,17 +145,6 @@ exec(compile(_src, "snippet.py", "exec"), {"__name__": "__main__", "__builtins__
 '''
 
 
-def _limit(limits: ExecLimits) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        for res, value in ((resource.RLIMIT_AS, limits.mem_bytes), (resource.RLIMIT_CPU, limits.cpu_s),
-                           (resource.RLIMIT_FSIZE, limits.fsize_bytes), (resource.RLIMIT_NOFILE, limits.nofile),
-                           (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)):
-            with contextlib.suppress(ValueError, OSError):  # a hard limit already lower than ours stays
-                resource.setrlimit(res, (value, value))
-
-    return apply
-
-
 @functools.lru_cache(maxsize=4096)
 def run_python(code: str, limits: ExecLimits = ExecLimits()) -> ExecResult:
     """Run ``code`` as a script under the limits above; identical snippets are run once per process."""
@@ -157,9 +152,11 @@ def run_python(code: str, limits: ExecLimits = ExecLimits()) -> ExecResult:
         Path(tmp, "snippet.py").write_text(code, encoding="utf-8")
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-I", "-c", _PRELUDE], cwd=tmp, env=env,
+            # the child sets its own rlimits (no preexec_fn: the labelling process runs llama.cpp threads)
+            argv = [str(v) for v in (limits.mem_bytes, limits.cpu_s, limits.fsize_bytes, limits.nofile)]
+            proc = subprocess.Popen([sys.executable, "-I", "-c", _PRELUDE, *argv], cwd=tmp, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=err, close_fds=True,
-                                    start_new_session=True, preexec_fn=_limit(limits))
+                                    start_new_session=True)
             timed_out = False
             try:
                 rc: int | None = proc.wait(timeout=limits.timeout_s)
