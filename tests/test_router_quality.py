@@ -168,6 +168,28 @@ def test_answer_quality_dispatches_by_type() -> None:
         symbol_of("no-colons")
 
 
+def test_a_judges_verdict_replaces_f1_where_there_is_no_check_of_its_own() -> None:
+    """The verdict (question, answer, gold) scores definition/explain/...; code and how-to keep their
+    checks; an unusable verdict (None) falls back to F1; an empty answer is not sent to the judge."""
+    gold = "Encode the bytes-like object s using Base16 and return a bytes object."
+    asked: list[tuple[str, str, str]] = []
+
+    def verdict(question: str, answer: str, ref: str) -> float | None:
+        asked.append((question, answer, ref))
+        return None if "unsure" in answer else 0.9
+
+    q = "What does base64.b16encode do?"
+    assert answer_quality("definition", "It encodes to hex.", gold, "base64.b16encode", question=q,
+                          verdict=verdict) == 0.9
+    assert asked == [(q, "It encodes to hex.", gold)]
+    assert answer_quality("explain", "unsure bytes", gold, "base64.b16encode", verdict=verdict) == \
+        token_f1("unsure bytes", gold)
+    assert answer_quality("code", RECITAL, "…", SYM, FAST, verdict=verdict) == 0.0
+    assert answer_quality("howto", "Use `base64.b16encode`.", "…", "base64.b16encode", verdict=verdict) == 1.0
+    assert answer_quality("definition", "  ", gold, "base64.b16encode", verdict=verdict) == 0.0
+    assert len(asked) == 2
+
+
 # -------------------------------------------------------------------------------- relabelling
 
 

@@ -176,16 +176,37 @@ def relabel(
     mu: Annotated[float | None, typer.Option(help="μ (default: the source's labels_info.json, else 0.02).")]
     = None,
     timeout: Annotated[float, typer.Option(help="Seconds each code answer may run.")] = 5.0,
+    judge: Annotated[str, typer.Option(help="A judge model (e.g. qwen2.5-coder-1.5b): its yes/no verdict "
+                                            "against the gold scores the types without a check of their own, "
+                                            "instead of token F1.")] = "",
+    config: Annotated[Path | None, typer.Option(help="TOML config (for --judge's models dir).")] = None,
 ) -> None:
     """Measure quality again from the stored answers with the per-type measure (code executed,
-    how-to checked for the gold function, token F1 otherwise) and recompute the labels; no model runs."""
+    how-to checked for the gold function, a judge's verdict or token F1 otherwise) and recompute
+    the labels; the answering models do not run."""
     from ruvllm.router.pipeline import relabel_file
     from ruvllm.router.quality import ExecLimits
 
     if timeout <= 0:
         raise InvalidInputError(f"--timeout must be > 0, got {timeout}")
     limits = ExecLimits(timeout_s=timeout, cpu_s=max(1, int(timeout + 0.999)))
-    info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits)
+    if not judge:
+        info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits)
+    else:
+        import functools
+
+        from ruvllm.config import Config
+        from ruvllm.judge_llm import LLMJudge
+        from ruvllm.llm import ModelPool, Registry
+
+        cfg = Config.load(config)
+        pool = ModelPool(Registry(cfg.models_path, extra=cfg.llm.paths), cfg.llm)
+        try:
+            # a model's answers at the two context sizes are often the same text: judge it once
+            verdicts = functools.cache(LLMJudge(pool.get(judge)).verdict)
+            info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits, verdict=verdicts, judge_model=judge)
+        finally:
+            pool.close()
     models = info["oracle_best_model_share"].keys()
     t = Table(title=f"oracle's best model per question type, before → after ({info['quality_measure']})")
     t.add_column("type")

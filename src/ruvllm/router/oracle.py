@@ -43,7 +43,7 @@ import numpy.typing as npt
 from ruvllm.errors import InvalidInputError, StoreCorruptError
 from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.features import FeatureInput
-from ruvllm.router.quality import ExecLimits, answer_quality, symbol_of
+from ruvllm.router.quality import ExecLimits, Verdict, answer_quality, symbol_of
 
 F32 = npt.NDArray[np.float32]
 
@@ -365,7 +365,8 @@ def relabel(rec: LabelledRecord, lam: float, mu: float) -> LabelledRecord:
                    best_context=best_c)
 
 
-def requality(rec: LabelledRecord, lam: float, mu: float, limits: ExecLimits | None = None) -> LabelledRecord:
+def requality(rec: LabelledRecord, lam: float, mu: float, limits: ExecLimits | None = None,
+              verdict: Verdict | None = None) -> LabelledRecord:
     """Q measured again from the record's stored ``answers`` with the per-type measure
     (``router.quality.answer_quality``: code executed, how-to checked for the gold function, F1
     otherwise), then U and the labels as in ``relabel``; the models are not run again.
@@ -374,7 +375,8 @@ def requality(rec: LabelledRecord, lam: float, mu: float, limits: ExecLimits | N
         raise InvalidInputError(f"record {rec.id} has no stored answers ({rec.label_source} labels); "
                                 "only real labels made with answers can be measured again")
     symbol = symbol_of(rec.id)
-    q = [[round(answer_quality(rec.query_type, a, rec.gold, symbol, limits), 5) for a in row] for row in rec.answers]
+    q = [[round(answer_quality(rec.query_type, a, rec.gold, symbol, limits, question=rec.query, verdict=verdict), 5)
+          for a in row] for row in rec.answers]
     return relabel(replace(rec, quality=q), lam, mu)
 
 

@@ -312,14 +312,17 @@ def label_distribution(records: Sequence[LabelledRecord]) -> dict[str, dict[str,
 
 
 def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float | None = None,
-                 limits: Any = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                 limits: Any = None, progress: Callable[[int, int], None] | None = None,
+                 verdict: Any = None, judge_model: str = "") -> dict[str, Any]:
     """Measure Q again from the stored answers of a real labelled file (``oracle.requality``: code
     executed, how-to checked for the gold function, F1 otherwise), recompute U and the labels, and
     save the result as ``dest``, with a ``labels_info.json`` beside it (the source's, updated: the
     quality measure, the weights, the label distribution before and after). The models do not run.
-    λ and μ default to the source's ``labels_info.json``, else 0.02."""
+    λ and μ default to the source's ``labels_info.json``, else 0.02. With ``verdict`` (a judge's
+    ``LLMJudge.verdict``; ``judge_model`` names it in the info) the types without a check of their
+    own are scored by it instead of token F1."""
     from ruvllm.router.oracle import requality
-    from ruvllm.router.quality import METHOD_BY_TYPE, QUALITY_VERSION
+    from ruvllm.router.quality import METHOD_BY_TYPE, QUALITY_VERSION, QUALITY_VERSION_JUDGED
 
     src, dest = Path(src), Path(dest)
     if dest.resolve().parent == src.resolve().parent:
@@ -334,7 +337,7 @@ def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float |
         raise InvalidInputError(f"{src} holds no records")
     after = []
     for n, rec in enumerate(before, 1):
-        after.append(requality(rec, lam, mu, limits))
+        after.append(requality(rec, lam, mu, limits, verdict))
         if progress:
             progress(n, len(before))
     save_labelled(after, dest)
@@ -346,9 +349,10 @@ def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float |
         return {m: [round(float(v), 3) for v in q[:, i, :].mean(0)] for i, m in enumerate(models)}
 
     info.update({
-        "relabelled_from": str(src), "quality_measure": QUALITY_VERSION,
-        "quality_by_type": {**{t: "token F1 vs gold" for t in types}, **{t: METHOD_BY_TYPE[t] for t in types
-                                                                          if t in METHOD_BY_TYPE}},
+        "relabelled_from": str(src), "quality_measure": QUALITY_VERSION_JUDGED if verdict else QUALITY_VERSION,
+        "quality_by_type": {**{t: f"{judge_model or 'judge'} verdict P(yes) vs gold" if verdict else
+                               "token F1 vs gold" for t in types},
+                            **{t: METHOD_BY_TYPE[t] for t in types if t in METHOD_BY_TYPE}},
         "lambda_per_s": lam, "mu_per_cost_unit": mu,
         "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in after]))
                                     for i, m in enumerate(models)},

@@ -25,9 +25,11 @@ correct, runnable snippet shares almost none. So:
   recital of five retrieved docs 0.2, and naming only a sibling (a wrong function) 0.0. Why not
   partial credit for a sibling: the question asks which function to use, and a wrong function is a
   wrong answer; why 1/k: a reader handed k names picks the right one with chance 1/k.
-- **every other type** (definition, signature, explain, compare): token F1 against the gold, as
-  before (``ruvllm.judge.token_f1``). A recital of the docstring still scores well there; see
-  docs/router.md.
+- **every other type** (definition, signature, explain, compare): with a judge model
+  (``ruvllm router relabel --judge qwen2.5-coder-1.5b``) the judge's P(yes) that the answer says
+  what the gold says (``LLMJudge.verdict``, reference-based, read from next-token probabilities);
+  without one, token F1 against the gold (``ruvllm.judge.token_f1``), which a recital of the
+  docstring wins; see docs/router.md.
 
 Safety of the execution step — it runs text a language model wrote, so it is done only in the
 offline labelling step (``label_with_models`` and ``ruvllm router relabel``) on local models'
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 QUALITY_VERSION = "per-type-v1"  # recorded in labels_info.json by `ruvllm router relabel`
+QUALITY_VERSION_JUDGED = "per-type-v1+verdict"  # the same, a judge's verdict instead of F1
 
 # --------------------------------------------------------------------------------------
 # running a snippet
@@ -347,14 +350,26 @@ def howto_quality(answer: str, symbol: str, modules: Sequence[str] | None = None
 METHOD_BY_TYPE = {"code": "execution-checked (code_quality)", "howto": "names the gold function (howto_quality)"}
 
 
-def answer_quality(query_type: str, answer: str, gold: str, symbol: str, limits: ExecLimits | None = None) -> float:
-    """Q in [0, 1] for one answer: the measure that fits ``query_type`` (module docstring)."""
+# A reference-based judge: (question, answer, gold) → P(the answer says what the gold says), or
+# None when its reply was unusable (``LLMJudge.verdict``).
+Verdict = Callable[[str, str, str], "float | None"]
+
+
+def answer_quality(query_type: str, answer: str, gold: str, symbol: str, limits: ExecLimits | None = None,
+                   *, question: str = "", verdict: Verdict | None = None) -> float:
+    """Q in [0, 1] for one answer: the measure that fits ``query_type`` (module docstring). The
+    other types get ``verdict`` when one is given (falling back to F1 when it has no answer), else
+    token F1 against the gold, which a recital of the docs wins."""
     if query_type == "code":
         return code_quality(answer, symbol, limits)
     if query_type == "howto":
         return howto_quality(answer, symbol)
     from ruvllm.judge import token_f1
 
+    if verdict is not None and answer.strip():
+        v = verdict(question, answer, gold)
+        if v is not None:
+            return float(v)
     return token_f1(answer, gold)
 
 
