@@ -152,6 +152,24 @@ def test_real_oracle_runs_in_a_seeded_random_order_each_from_a_clean_cache() -> 
     assert [r.quality for r in recs0] == [r.quality for r in recs1]  # order changes when, not what
 
 
+def test_code_questions_get_their_own_answer_length() -> None:
+    """A snippet cut off before its call fails the execution check: code answers may be longer."""
+    qa = stdlib_qa(("json",))
+    items = [next(i for i in qa if i.query_type == "code"), next(i for i in qa if i.query_type == "definition")]
+    ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)
+    seen: list[tuple[str, int]] = []
+
+    class Recording(FakeGenerator):
+        def complete(self, prompt: str, params: SamplingParams) -> Generation:
+            seen.append((prompt.rsplit("Question: ", 1)[-1], params.max_tokens))
+            return super().complete(prompt, params)
+
+    label_with_models(items, {"m": Recording("m", good=True)}, {"m": 0.27}, ret,
+                      OracleConfig(context_bins=(256,), k=4, max_tokens=64, max_tokens_code=192))
+    by_query = dict(seen)
+    assert by_query[f"{items[0].query}\nAnswer:"] == 192 and by_query[f"{items[1].query}\nAnswer:"] == 64
+
+
 def test_relabel_reweights_the_same_measurements() -> None:
     items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:2]
     ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)

@@ -71,6 +71,8 @@ def train(
     lam: Annotated[float, typer.Option(help="Utility lost per second of latency (λ).")] = 0.02,
     mu: Annotated[float, typer.Option(help="Utility lost per cost unit, params[B]·tokens/1000 (μ).")] = 0.02,
     max_tokens: Annotated[int, typer.Option(help="Real labels: answer tokens per oracle run.")] = 64,
+    max_tokens_code: Annotated[int, typer.Option(help="Real labels: answer tokens for code questions, when "
+                                                      "larger (a snippet cut off before its call fails).")] = 0,
     context_bins: Annotated[str | None, typer.Option(help="Comma-separated context sizes the oracle tries "
                                                           "(default: 256,512,1024,2048,4096).")] = None,
     epochs: Annotated[int, typer.Option(help="Dense training epochs (stage 1).")] = 60,
@@ -98,7 +100,8 @@ def train(
     info: dict[str, Any] = {}
     if labelled is None:
         cfg = pipeline.PipelineConfig(labels=labels, embedder=embedder, per_module=per_module, limit=limit,
-                                      lam=lam, mu=mu, max_tokens=max_tokens, seed=seed, resume=resume)
+                                      lam=lam, mu=mu, max_tokens=max_tokens, max_tokens_code=max_tokens_code,
+                                      seed=seed, resume=resume)
         if modules:
             cfg.modules = _csv(modules)
         if context_bins:

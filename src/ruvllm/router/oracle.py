@@ -418,6 +418,7 @@ class OracleConfig:
     lam: float = 0.02  # utility lost per second of latency
     mu: float = 0.02  # utility lost per cost unit (model params in B × tokens in thousands)
     max_tokens: int = 64
+    max_tokens_code: int = 0  # code questions' answer length when larger (a snippet cut before its call fails)
     k: int = 8
     shuffle_seed: int | None = 0  # run order of the (question, model, context) runs; None = nested loops
     isolate: bool = True  # drop the generator's KV state before each run, so no run reuses another's prefix
@@ -461,10 +462,11 @@ def label_with_models(
         item, ret, gen = items[n], rets[n], generators[models[i]]
         ctx = [ContextItem(k, t, s, source=k, hop=d)
                for k, t, s, d in zip(ret.keys, ret.texts, ret.scores, ret.depths, strict=True)]
-        room = max(0, gen.n_ctx - cfg.max_tokens - 96)
+        max_tokens = max(cfg.max_tokens, cfg.max_tokens_code) if item.query_type == "code" else cfg.max_tokens
+        room = max(0, gen.n_ctx - max_tokens - 96)
         built = build_prompt(item.query, ctx, style=gen.prompt_style, context_budget=min(cfg.context_bins[j], room),
                              count_tokens=gen.count_tokens)
-        sp = SamplingParams(max_tokens=cfg.max_tokens, temperature=0.0, top_p=1.0, stop=built.stop)
+        sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, stop=built.stop)
         if cfg.isolate:
             _forget_prefix(gen)
         t0 = time.perf_counter()

@@ -69,6 +69,7 @@ class PipelineConfig:
     mu: float = 0.02  # utility lost per cost unit (params in B × tokens in thousands)
     context_bins: tuple[int, ...] = CONTEXT_BINS
     max_tokens: int = 64  # answer length of each real oracle run
+    max_tokens_code: int = 0  # code questions' answer length, when larger
     k: int = 8  # retrieved docs per question
     seed: int = 0
     resume: bool = False  # real labels: keep the matching records of a stopped run's partial file
@@ -242,7 +243,7 @@ def build_labels(
 
     t_embed = time.perf_counter() - t0
     ocfg = OracleConfig(context_bins=tuple(cfg.context_bins), lam=cfg.lam, mu=cfg.mu, max_tokens=cfg.max_tokens,
-                        k=cfg.k, shuffle_seed=cfg.seed)
+                        max_tokens_code=cfg.max_tokens_code, k=cfg.k, shuffle_seed=cfg.seed)
     if cfg.labels == "synthetic":
         if len(cfg.models) != len(cfg.params_b):
             raise InvalidInputError("synthetic labels need one size (params_b) per model")
