@@ -228,7 +228,8 @@ def _record(rv: Any, item: StreamItem, resp: Any, wall_ms: float, arm: str) -> d
     if recalled and wb.get("node_id"):
         recalled_question = parse_qa(rv.memory.get(wb["node_id"]).text)[0]
         wrong_recall = named_symbols(recalled_question) != frozenset({item.fact})
-    echoed = [ln[3:] for ln in resp.answer.splitlines() if ln.startswith("Q: ")]
+    # the recited questions: a pair is recited on one line ("Q: … A: …") or on two
+    echoed = [ln[3:].split(" A: ")[0] for ln in resp.answer.splitlines() if ln.startswith("Q: ")]
     echo_other = any(named_symbols(q) != frozenset({item.fact}) for q in echoed)
     return {
         "arm": arm, "position": item.position, "fact": item.fact, "kind": item.kind, "variant": item.variant,

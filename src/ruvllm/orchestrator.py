@@ -548,8 +548,14 @@ class RuvLLM:
                 f"with {params.max_tokens} kept for the answer: shorten the question or raise llm.n_ctx"
             )
         budget = min(decision.context_tokens, room)
-        return build_prompt(question, ranked, style=gen.prompt_style, context_budget=budget,
-                            count_tokens=gen.count_tokens)
+        if gen.prompt_style != "completion":
+            return build_prompt(question, ranked, style=gen.prompt_style, context_budget=budget,
+                                count_tokens=gen.count_tokens)
+        built = build_prompt(question, [_answer_only(c) for c in ranked], style=gen.prompt_style,
+                             context_budget=budget, count_tokens=gen.count_tokens)
+        originals = {c.node_id: c for c in ranked}  # the sources keep the whole stored pair
+        built.used = [originals[c.node_id] for c in built.used]
+        return built
 
     # ---- misc ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -622,6 +628,16 @@ def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequen
             if item.source.rpartition(":")[2] in named:
                 item.score += NAME_BOOST
     return sorted(items.values(), key=lambda c: -c.score)
+
+
+def _answer_only(item: ContextItem) -> ContextItem:
+    """A stored answer as a base model sees it: the answer, without its "Q: … A:" frame. Shown the
+    frame, gemma-270m recited the whole pair as its answer (11 of 82 generated answers in
+    bench/selflearn.py's on arm), and answers that recited it scored below the memory-off arm's."""
+    if item.type != NodeType.QUERY.value:
+        return item
+    answer = parse_qa(item.text)[1].strip()
+    return dataclasses.replace(item, text=answer) if answer else item
 
 
 def _generate(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Generation:
