@@ -548,14 +548,10 @@ class RuvLLM:
                 f"with {params.max_tokens} kept for the answer: shorten the question or raise llm.n_ctx"
             )
         budget = min(decision.context_tokens, room)
-        if gen.prompt_style != "completion":
-            return build_prompt(question, ranked, style=gen.prompt_style, context_budget=budget,
-                                count_tokens=gen.count_tokens)
-        built = build_prompt(question, [_answer_only(c) for c in ranked], style=gen.prompt_style,
-                             context_budget=budget, count_tokens=gen.count_tokens)
-        originals = {c.node_id: c for c in ranked}  # the sources keep the whole stored pair
-        built.used = [originals[c.node_id] for c in built.used]
-        return built
+        if gen.prompt_style == "completion":
+            ranked = _without_stored_answers(ranked)
+        return build_prompt(question, ranked, style=gen.prompt_style, context_budget=budget,
+                            count_tokens=gen.count_tokens)
 
     # ---- misc ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -630,14 +626,16 @@ def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequen
     return sorted(items.values(), key=lambda c: -c.score)
 
 
-def _answer_only(item: ContextItem) -> ContextItem:
-    """A stored answer as a base model sees it: the answer, without its "Q: … A:" frame. Shown the
-    frame, gemma-270m recited the whole pair as its answer (11 of 82 generated answers in
-    bench/selflearn.py's on arm), and answers that recited it scored below the memory-off arm's."""
-    if item.type != NodeType.QUERY.value:
-        return item
-    answer = parse_qa(item.text)[1].strip()
-    return dataclasses.replace(item, text=answer) if answer else item
+def _without_stored_answers(ranked: list[ContextItem]) -> list[ContextItem]:
+    """A base model's context: the documents, without stored answers (Query nodes).
+
+    A base model recites its context. bench/selflearn.py measured what stored answers do to
+    gemma-270m's prompt: shown as "Q: … A: …" it recited the pair (11 of 82 generated answers);
+    shown as the bare answer it recited fragments ("statistics.geometric_mean (continued):"); in
+    both runs, where both arms generated, the arm with stored answers in its context scored lower
+    (token F1 0.28 vs 0.37, 0.30 vs 0.36). A stored answer that matches the question is served
+    by recall before any model runs; instruct models still see stored answers as context."""
+    return [c for c in ranked if c.type != NodeType.QUERY.value]
 
 
 def _generate(gen: Generator, built: BuiltPrompt, params: SamplingParams) -> Generation:
