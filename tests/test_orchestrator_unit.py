@@ -84,3 +84,31 @@ def test_a_base_model_is_not_shown_stored_answers() -> None:
     doc = ContextItem("d", "Function json.dumps (module json).", 0.8, "stdlib:json.dumps", "Document")
     other = ContextItem("c", "json.dumps (continued): more.", 0.7, "stdlib:json.dumps", "Document")
     assert _without_stored_answers([pair, doc, other]) == [doc, other]
+
+
+def test_stored_answers_do_not_take_the_documents_places(tmp_path) -> None:
+    """When stored answers are among the k hits, the context still gets k documents: the
+    memory-on arm of bench/selflearn.py answered first askings worse while they shrank it."""
+    from ruvllm.memory import Memory
+    from ruvllm.orchestrator import _with_documents
+
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=16).astype(np.float32)
+    mem = Memory.open(tmp_path / "m", dim=16)
+    try:
+        near = [Node(text=f"Q: q{i}?\nA: a{i}.", vector=q + 0.01 * rng.normal(size=16).astype(np.float32),
+                     type=NodeType.QUERY) for i in range(2)]
+        docs = [Node(text=f"doc {i}", vector=q + (0.1 + 0.05 * i) * rng.normal(size=16).astype(np.float32))
+                for i in range(6)]
+        mem.add_many([*near, *docs])
+        hits = mem.search(q, k=4)
+        assert sum(h.node.type == NodeType.QUERY for h in hits) == 2
+        got = _with_documents(mem, q, hits, 4)
+        assert got[:4] == hits and [h.node.type for h in got].count(NodeType.DOCUMENT) == 4
+        assert len({h.node.id for h in got}) == len(got) == 6
+        only_docs = mem.search(q, k=4, types=[NodeType.DOCUMENT])
+        assert _with_documents(mem, q, only_docs, 4) is only_docs  # nothing to make up
+        few = mem.search(q, k=10)[:3]
+        assert _with_documents(mem, q, few, 10) is few  # fewer nodes than k: all of them already
+    finally:
+        mem.close()

@@ -32,6 +32,7 @@ from ruvllm.llm.base import Generation, Generator, SamplingParams
 from ruvllm.llm.prompt import BuiltPrompt, ContextItem, build_prompt, clean_answer
 from ruvllm.memory import WriteBack
 from ruvllm.memory.backends import open_memory
+from ruvllm.memory.checks import MAX_K
 from ruvllm.memory.schema import Edge, EdgeMetadata, Node, NodeMetadata, NodeType
 from ruvllm.memory.writeback import SUPERSEDED_TAG, named_symbols, parse_qa
 from ruvllm.router import cascade
@@ -351,14 +352,15 @@ class RuvLLM:
             qvec = self.embedder.embed([question])[0]  # (dim,)
         with sw.stage("search"):
             hits = self.memory.search(qvec, k=mc.k) if self.memory.count() else []
+            seeds = _with_documents(self.memory, qvec, hits, mc.k)  # the router's features keep `hits`
         with sw.stage("expand"):
             expanded = (
-                self.memory.expand([h.node.id for h in hits], hops=mc.hops, min_weight=mc.min_edge_weight,
+                self.memory.expand([h.node.id for h in seeds], hops=mc.hops, min_weight=mc.min_edge_weight,
                                    limit=mc.max_expanded)
-                if hits and mc.hops > 0 else []
+                if seeds and mc.hops > 0 else []
             )
         with sw.stage("rank"):
-            ranked = _rank(question, qvec, hits, expanded)
+            ranked = _rank(question, qvec, seeds, expanded)
         found = self._stored_answer(question, hits) if model is None and self.config.writeback.recall else None
         if found is not None:
             hit, answer = found
@@ -624,6 +626,21 @@ def _rank(question: str, qvec: np.ndarray, hits: Sequence[Any], expanded: Sequen
             if item.source.rpartition(":")[2] in named:
                 item.score += NAME_BOOST
     return sorted(items.values(), key=lambda c: -c.score)
+
+
+def _with_documents(memory: Any, qvec: np.ndarray, hits: list[Any], k: int) -> list[Any]:
+    """``hits``, plus as many further documents as stored answers (Query nodes) took of the k
+    places: a stored answer to another question is left out of the context, and a base model is
+    shown none (``_without_stored_answers``), so without these the context shrank as memory
+    filled, and the memory-on arm of bench/selflearn.py answered first askings worse than the
+    memory-off arm with the same model. One deeper search, only when a stored answer is a hit."""
+    n_docs = sum(h.node.type != NodeType.QUERY for h in hits)
+    if n_docs == len(hits) or len(hits) < k:  # no stored answers, or fewer nodes than k in memory
+        return hits
+    deeper = memory.search(qvec, k=min(MAX_K, 3 * k))
+    seen = {h.node.id for h in hits}
+    extra = [h for h in deeper if h.node.id not in seen and h.node.type != NodeType.QUERY]
+    return [*hits, *extra[: k - n_docs]]
 
 
 def _without_stored_answers(ranked: list[ContextItem]) -> list[ContextItem]:
