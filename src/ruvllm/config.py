@@ -122,7 +122,10 @@ class LLMConfig:
     max_tokens: int = 160
     use_mmap: bool = True
     seed: int = 0
-    prefix_cache_mb: int = 256  # RAM cache of KV states of earlier prompts (0: only the last one is reused)
+    # RAM cache of KV states of earlier prompts (0: only the last prompt's KV is reused). Off by
+    # default: a restored prefix's KV comes from another batch split, and greedy answers then
+    # differ (3 of 20 repeats at 256 MB, 0 of 20 at 0: `python -m bench.determinism`).
+    prefix_cache_mb: int = 0
     draft: str = ""  # speculative decoding: "" (off) | "prompt-lookup" | a smaller model's name (same family)
     # backend = "openai": every model is served by an OpenAI-compatible server (vLLM, llama.cpp server)
     backend: str = "llamacpp"  # "llamacpp" | "openai"
