@@ -635,26 +635,29 @@ def reading(doc: dict[str, Any]) -> str:
         f"was {_ratio(on_all['latency_ms_median'], off_all['latency_ms_median'])} the off arm's "
         f"({_ratio(s['on']['late']['latency_ms_median'], s['off']['late']['latency_ms_median'])} in the last "
         f"quarter, where it generated {s['on']['late']['generated']} of {s['on']['late']['n']}).",
-        f"**{'Quality improved with use' if trend == 'higher than' else 'Quality did not improve with use'}**: "
-        f"F1 on the on arm was {trend} the off arm's "
-        f"({_f(f1_on)} vs {_f(f1_off)}; last quarter {_f(s['on']['late']['f1_mean'])} vs "
-        f"{_f(s['off']['late']['f1_mean'])}).",
+        f"**Quality**: token F1 on the on arm was {trend} the off arm's ({_f(f1_on)} vs {_f(f1_off)}, "
+        f"{_ratio(f1_on, f1_off)}; last quarter {_f(s['on']['late']['f1_mean'])} vs "
+        f"{_f(s['off']['late']['f1_mean'])}, {_ratio(s['on']['late']['f1_mean'], s['off']['late']['f1_mean'])}); "
+        f"the judge's mean P(correct) {_f(on_all['judge_mean'], 2)} vs {_f(off_all['judge_mean'], 2)}.",
     ]
     if pr:
         r, g = pr["on_recalled"], pr["both_generated"]
+        recall_says = ("a stored answer served again scored better than the fresh one more often than worse"
+                       if r["on_better"] > r["off_better"] else
+                       "recall freezes whatever was stored first, and a fresh answer was as good or better")
         parts.append(
             f"Where the on arm recalled, the off arm's fresh answer to the same question scored F1 {_f(r['f1_off'])} "
             f"against the recalled {_f(r['f1_on'])} (off better {r['off_better']}, on better {r['on_better']} of "
-            f"{r['n']}): recall freezes whatever was stored first. Where both generated, on {_f(g['f1_on'])} vs off "
-            f"{_f(g['f1_off'])}: written-back Q/A nodes are retrieved as context for later questions and the base "
-            f"model copies them — {ev['echo']['on']} on-arm answers echo a stored \"Q: … A: …\" pair, "
-            f"{ev['echo_other']['on']} of them about another symbol (off arm: {ev['echo']['off']}).")
+            f"{r['n']}): {recall_says}. Where both generated, on {_f(g['f1_on'])} vs off {_f(g['f1_off'])} "
+            f"({g['same_answer']} of {g['n']} the same answer); {ev['echo']['on']} on-arm answers echo a stored "
+            f"\"Q: … A: …\" pair ({ev['echo_other']['on']} about another symbol; off arm: {ev['echo']['off']}).")
     parts.append(
         f"**Write-back rate** {wb['rate']:.0%} of answered questions, {wb['rate_of_generated']:.0%} of generated "
         f"ones, against the 10–30% target ({'met' if 0.10 <= wb['rate'] <= 0.30 else 'not met'}; the share of "
-        f"answered questions falls only because recalled ones are never written): the gate is grounding ≥ 0.5, "
-        f"and a small model that copies its context scores high grounding whether or not it answers — "
-        f"{ev['poor_stored']} of {wb['stored']} stored answers have F1 < 0.2.")
+        f"answered questions falls only because recalled ones are never written): the gate is grounding ≥ 0.5 "
+        f"plus the off-topic and bare-heading checks, and a small model that copies its context scores high "
+        f"grounding whether or not it answers — {ev['poor_stored']} of {wb['stored']} stored answers have "
+        f"F1 < 0.2.")
     san = doc.get("judge", {}).get("sanity") or {}
     if san.get("gold_mean") is not None and san.get("other_fact_gold_mean") is not None:
         if san["other_fact_gold_mean"] >= san["gold_mean"] - judge_scale(doc)[1] / 8:
