@@ -57,7 +57,7 @@ class Generation:
 @runtime_checkable
 class ScoresChoices(Protocol):
     """A backend that can read its next-token distribution (llama.cpp in-process): a judge scores
-    with probabilities instead of one sampled token (see ``judge_llm.LLMJudge.weighted``)."""
+    with probabilities instead of one sampled token (see ``judge_llm.LLMJudge.verdict``)."""
 
     def choice_probs(self, prompt: str | list[ChatMessage], choices: tuple[str, ...]) -> dict[str, float]: ...
 
