@@ -555,6 +555,7 @@ def test_sharded_search_uses_each_shards_hnsw_index_and_matches_unsharded(pg_ser
         plan = sharded.explain_search(vec(5), k=10)
         remote = [line.split("Remote SQL:", 1)[1].strip() for line in plan.splitlines() if "Remote SQL:" in line]
         assert plan.count("Foreign Scan on") == 2 and len(remote) == 2, plan
+        assert plan.count("Async Foreign Scan on") == 2, plan  # both shards asked at once
         for i, rsql in enumerate(remote):
             assert re.fullmatch(rf"SELECT .* FROM {sharded.schema}\.nodes ORDER BY \(vector OPERATOR\(public\.<=>\) "
                                 r"'\[[^]]+\]'\) ASC NULLS LAST LIMIT 10::bigint", rsql), rsql

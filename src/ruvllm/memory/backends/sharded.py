@@ -47,7 +47,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ruvllm.config import HnswParams
 from ruvllm.errors import ConfigError
-from ruvllm.memory.backends.pgvector import Conn, PgMemory, _check_open, _ddl, server_name
+from ruvllm.memory.backends.pgvector import _COLS, Conn, PgMemory, _check_open, _ddl, server_name
 from ruvllm.memory.schema import Edge
 
 T = TypeVar("T")
@@ -196,15 +196,21 @@ class ShardedPgMemory(PgMemory):
         """One k-nearest subquery per shard's partition, ``UNION ALL``, best k of them. Through the
         partitioned parent postgres_fdw would ship ``ORDER BY vector <=> q`` but not the LIMIT, and a
         shard planning an unlimited ordered scan picks a sequential scan + sort over its index; a
-        query on one foreign table ships both, so each shard walks its own HNSW index for its k best
-        (and with ``async_capable`` the shards are asked at the same time)."""
-        one = super()._knn_query
-        parts = [sql.SQL("(") + one(where, exact, f"nodes_shard{i}") + sql.SQL(")")
-                 for i in range(len(self.shard_dsns))]
-        return sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY 11 DESC, 1 LIMIT %s")
+        query on one foreign table ships both, so each shard walks its own HNSW index for its k best.
+        Each branch selects its distance and orders by that very column, so it is a bare Foreign Scan
+        under the Append (no Subquery Scan for a sort key that is not selected), and postgres_fdw
+        asks the shards at the same time (``async_capable``). ``exact``: "+ 0" keeps each shard off
+        its index, as in ``PgMemory``."""
+        dist = "(vector <=> %s) + 0" if exact else "vector <=> %s"
+        tie = ", id" if exact else ""
+        parts = [self._q(f"(SELECT {_COLS}, {dist} AS distance FROM {{s}}.nodes_shard{i} WHERE {where} "
+                         f"ORDER BY distance{tie} LIMIT %s)") for i in range(len(self.shard_dsns))]
+        return (self._q(f"SELECT {_COLS}, 1 - distance FROM (") + sql.SQL(" UNION ALL ").join(parts)
+                + sql.SQL(") u ORDER BY distance + 0, id LIMIT %s"))  # "+ 0": a Sort over an Append, which
+        # can run its Foreign Scans at once, instead of a Merge Append, which pulls them in turn
 
     def _knn_args(self, q: Any, args: Sequence[Any], k: int) -> tuple[Any, ...]:
-        return (*super()._knn_args(q, args, k) * len(self.shard_dsns), k)
+        return (*(q, *args, k) * len(self.shard_dsns), k)
 
     def drop_index(self) -> None:
         self._each_shard(lambda s: s.drop_index())
