@@ -241,6 +241,9 @@ def test_real_labels_interleave_splits_and_resume_a_stopped_run(tmp_path) -> Non
     full = build_labels(cfg, tmp_path, embed=fake_embed, generators=gens, params_b=sizes)
     n_runs = sum(e != "reset" for e in log)
     assert n_runs == len(items) * 4
+    # the record of the run names the models that ran, not the config's defaults
+    assert full.info["models"] == full.info["config"]["models"] == ["small", "large"]
+    assert full.info["config"]["params_b"] == [0.27, 0.5]
     # a stopped run: its partial file holds some records; --resume labels only the rest
     partial = tmp_path / "labelled_real.partial.jsonl"
     partial.write_text("".join(ln + "\n" for ln in full.path.read_text().splitlines()[:8]))

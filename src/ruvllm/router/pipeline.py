@@ -289,7 +289,10 @@ def build_labels(
         "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in records]))
                                     for i, m in enumerate(models)},
         "embed_seconds": round(t_embed, 2), "label_seconds": round(time.perf_counter() - t0, 2),
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        # what ran: for real labels the models (and their sizes) are the generators', not cfg's defaults
+        "config": {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+                   "models": models, "params_b": [float((params_b or {}).get(m, 0.0)) for m in models]
+                   if cfg.labels == "real" else list(cfg.params_b)},
     }
     return LabelRun(path, records, info)
 
