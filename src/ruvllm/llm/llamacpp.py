@@ -116,6 +116,7 @@ class LlamaCppGenerator:
         if prefix_cache_mb > 0:
             self.llm.set_cache(PrefixCache(capacity_bytes=prefix_cache_mb << 20))
         self._lock = threading.Lock()
+        self._formatter: Jinja2ChatFormatter | None = None  # built by chat_prompt on first use
 
     # ---- tokens --------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -175,18 +176,19 @@ class LlamaCppGenerator:
     # ---- next-token probabilities ---------------------------------------------------
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
         """``messages`` as the GGUF's chat template writes them, ending where the reply begins."""
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise InvalidInputError(f"model {self.name} has no chat template; give it a completion prompt")
-        model = self.llm._model
+        if self._formatter is None:  # the template is compiled once, not per judged answer
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise InvalidInputError(f"model {self.name} has no chat template; give it a completion prompt")
+            model = self.llm._model
 
-        def text(tok: int) -> str:
-            return str(model.token_get_text(tok)) if tok != -1 else ""
+            def text(tok: int) -> str:
+                return str(model.token_get_text(tok)) if tok != -1 else ""
 
-        fmt = Jinja2ChatFormatter(template=template, eos_token=text(self.llm.token_eos()),
-                                  bos_token=text(self.llm.token_bos()))
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=text(self.llm.token_eos()),
+                                                  bos_token=text(self.llm.token_bos()))
         msgs: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
-        return str(fmt(messages=msgs).prompt)
+        return str(self._formatter(messages=msgs).prompt)
 
     def choice_probs(self, prompt: str | list[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
         """P(the next token begins each of ``choices``), read from the logits after ``prompt``.
@@ -202,8 +204,8 @@ class LlamaCppGenerator:
                                                                         for c in choices):
             raise InvalidInputError(f"choices must be distinct non-empty strings, got {choices!r}")
         chat = not isinstance(prompt, str)
-        text = self.chat_prompt(prompt) if not isinstance(prompt, str) else prompt
-        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)
+        text = prompt if isinstance(prompt, str) else self.chat_prompt(prompt)
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)  # a template adds its own
         self._check_fits(len(tokens), SamplingParams(max_tokens=1))
         first: dict[int, set[str]] = {}
         for c in choices:
