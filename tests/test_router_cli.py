@@ -80,7 +80,8 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
                                      "--out", str(tmp_path / "b")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
-    for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"]):
+    for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
+                ["--cv-folds", "1"], ["--label-temperature", "-0.1"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 
@@ -136,3 +137,19 @@ def test_limit_keeps_a_training_paraphrase_of_every_seen_question(limit: int, se
         got.setdefault(it.session, []).append(it.id)
     assert all(got[s] == full[s] for s in got)  # whole sessions, in order
     assert [i.id for i in items] == [i.id for i in select_items(PipelineConfig(limit=limit, seed=seed))]
+
+
+def test_train_with_cv_records_the_chosen_point(trained: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = trained
+    res = CliRunner().invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"),
+                                          "--cv-folds", "2", "--out", str(tmp_path / "cv")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "cv" / "train_report.json").read_text())
+    from ruvllm.router.training import CV_GRID
+
+    assert len(rep["cv"]) == len(CV_GRID)
+    c = rep["config"]
+    chosen = [r for r in rep["cv"] if (r["weight_decay"], r["epochs"], r["label_temperature"])
+              == (c["weight_decay"], c["epochs"], c["label_temperature"])]
+    assert len(chosen) == 1
+    assert chosen[0]["cv_utility_regret"] == pytest.approx(min(r["cv_utility_regret"] for r in rep["cv"]), abs=1e-6)

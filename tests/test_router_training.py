@@ -19,6 +19,7 @@ from ruvllm.router.training import (
     compress,
     evaluate,
     predict,
+    soft_targets,
     train_dense,
 )
 
@@ -168,3 +169,39 @@ def FAST_CFG():
     from ruvllm.router.fastgrnn import FastGRNNConfig
 
     return FastGRNNConfig(models=["a", "b", "c"], hidden=32, w_rank=8, u_rank=4)
+
+
+def test_soft_targets_follow_the_utility_gap() -> None:
+    data = toy(4, 3)
+    u = np.zeros((len(data), 2, 5), np.float32)
+    u[0, 0, 2], u[0, 1, 4] = 0.50, 0.51  # a near-tie: both models worth learning
+    u[1, 0, 0], u[1, 1, 1] = 0.90, 0.10  # a clear win for the small model
+    data = RouterDataset(data.x, data.session, np.argmax(u.max(2), 1), data.y_ctx, data.y_temp, data.y_top_p, u)
+    hard = soft_targets(data, 0.0, 2)
+    assert np.array_equal(hard, np.eye(2, dtype=np.float32)[data.y_model])
+    soft = soft_targets(data, 0.05, 2)
+    assert np.allclose(soft.sum(1), 1.0)
+    assert 0.5 < soft[0, 1] < 0.6  # the 0.01 lead is a lean, not a verdict
+    assert soft[1, 0] > 0.99
+    assert np.array_equal(soft.argmax(1)[:2], data.y_model[:2])
+
+
+def test_soft_label_training_learns_the_toy_task() -> None:
+    train, test = toy(160, 0), toy(60, 1)
+    tc = TrainConfig(**{**FAST.__dict__, "label_temperature": 0.1})
+    ev = evaluate(train_dense(train, ["small", "large"], tc).to_params(), test)
+    small = float((test.y_model == 0).mean())
+    assert ev["model_accuracy"] > max(small, 1 - small) + 0.2
+
+
+def test_cv_selection_uses_only_the_training_sessions_and_reports_every_point() -> None:
+    from ruvllm.router.training import select_by_cv
+
+    train = toy(40, 0)
+    grid = ((1e-2, 20, 0.0), (3.0, 20, 0.0))  # the second decays the weights to nothing
+    tc, rows = select_by_cv(train, ["small", "large"], TrainConfig(**{**FAST.__dict__, "cv_folds": 3}), grid=grid)
+    assert [(r["weight_decay"], r["epochs"]) for r in rows] == [(1e-2, 20), (3.0, 20)]
+    assert rows[0]["cv_utility_regret"] < rows[1]["cv_utility_regret"]
+    assert (tc.weight_decay, tc.epochs, tc.cv_folds) == (1e-2, 20, 3)
+    with pytest.raises(InvalidInputError):
+        select_by_cv(train, ["small", "large"], TrainConfig(cv_folds=1))

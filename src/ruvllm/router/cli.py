@@ -79,6 +79,10 @@ def train(
     hidden: Annotated[int, typer.Option(help="FastGRNN hidden size (32–64).")] = 32,
     sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for the split, the sessions and training.")] = 0,
+    cv_folds: Annotated[int, typer.Option(help="> 1: choose weight decay, epochs and label temperature by this "
+                                               "many folds of the training sessions (training.CV_GRID).")] = 0,
+    label_temperature: Annotated[float, typer.Option(help="> 0: train on softmax(utility / τ) instead of the "
+                                                          "one-hot oracle model (ignored with --cv-folds).")] = 0.0,
     resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
                                               "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
@@ -95,6 +99,9 @@ def train(
         raise InvalidInputError(f"--hidden must be in [16, 64], got {hidden}")
     if not 0.0 <= sparsity < 1.0:
         raise InvalidInputError(f"--sparsity must be in [0, 1), got {sparsity}")
+    if cv_folds < 0 or cv_folds == 1 or label_temperature < 0:
+        raise InvalidInputError(f"--cv-folds must be 0 or ≥ 2 and --label-temperature ≥ 0, got {cv_folds}, "
+                                f"{label_temperature}")
     dest = out_dir or _default_out(data_dir, config)
     dest.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {}
@@ -133,7 +140,7 @@ def train(
         labelled, info = run.path, run.info
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
     tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
-                     target_sparsity=sparsity, seed=seed)
+                     target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
     import torch
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +194,13 @@ class TrainConfig:
     beta: float = 1.0  # SmoothL1(top_p)
     gamma: float = 0.5  # BCE(confidence)
     context_weight: float = 1.0  # CE(context)
-    regret_weighting: bool = True  # weight CE(model) by the oracle's utility gap
+    regret_weighting: bool = True  # weight CE(model) by the oracle's utility gap (hard labels only)
+    # > 0: CE(model) against softmax(best utility per model / τ) instead of the one-hot oracle label,
+    # so a near-tie teaches "either" and a clear win teaches the winner (τ in utility units)
+    label_temperature: float = 0.0
+    # > 1: choose weight_decay, epochs and label_temperature from CV_GRID by this many folds of the
+    # training sessions (lowest mean utility regret on the left-out folds) before training
+    cv_folds: int = 0
     target_sparsity: float = 0.5  # share of zeros in W1, W2, U1, U2 after stage 2
     iht_rounds: int = 4
     iht_epochs: int = 8
@@ -211,6 +217,7 @@ class _Batch:
     y_temp: torch.Tensor
     y_top_p: torch.Tensor
     weight: torch.Tensor  # (S, T) per-row CE(model) weight
+    y_soft: torch.Tensor  # (S, T, M) CE(model) target distribution (one-hot for hard labels)
 
 
 def _model_weights(data: RouterDataset, on: bool) -> F32:
@@ -225,7 +232,22 @@ def _model_weights(data: RouterDataset, on: bool) -> F32:
     return np.clip(gap / max(med, 1e-6), 0.25, 4.0).astype(np.float32)
 
 
-def _batches(data: RouterDataset, weights: F32) -> _Batch:
+def soft_targets(data: RouterDataset, temperature: float, n_models: int) -> F32:
+    """(N, M) CE(model) targets: one-hot oracle labels (τ = 0 or no utilities), else
+    softmax over each model's best utility (across context sizes) divided by τ."""
+    if temperature <= 0 or data.utility is None:
+        return np.eye(n_models, dtype=np.float32)[data.y_model]
+    z = data.utility.max(axis=2).astype(np.float64) / temperature  # (N, M)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _train_batch(data: RouterDataset, tc: TrainConfig, n_models: int) -> _Batch:
+    soft = soft_targets(data, tc.label_temperature, n_models)
+    return _batches(data, _model_weights(data, tc.regret_weighting and tc.label_temperature <= 0), soft)
+
+
+def _batches(data: RouterDataset, weights: F32, soft: F32) -> _Batch:
     xs, mask, idx = data.padded()
     safe = np.where(idx >= 0, idx, 0)
 
@@ -237,11 +259,13 @@ def _batches(data: RouterDataset, weights: F32) -> _Batch:
         torch.from_numpy(g(data.y_model).astype(np.int64)), torch.from_numpy(g(data.y_ctx).astype(np.int64)),
         torch.from_numpy(g(data.y_temp).astype(np.float32)), torch.from_numpy(g(data.y_top_p).astype(np.float32)),
         torch.from_numpy(g(weights).astype(np.float32)),
+        torch.from_numpy(np.where(mask[..., None], soft[safe], 0).astype(np.float32)),
     )
 
 
 def _take(b: _Batch, rows: torch.Tensor) -> _Batch:
-    return _Batch(*(getattr(b, f)[rows] for f in ("xs", "mask", "y_model", "y_ctx", "y_temp", "y_top_p", "weight")))
+    return _Batch(*(getattr(b, f)[rows] for f in ("xs", "mask", "y_model", "y_ctx", "y_temp", "y_top_p", "weight",
+                                                   "y_soft")))
 
 
 def router_loss(
@@ -252,7 +276,7 @@ def router_loss(
     o = out[b.mask]  # (n, n_out)
     ym, yc = b.y_model[b.mask], b.y_ctx[b.mask]
     w = b.weight[b.mask]
-    ce_m = (F.cross_entropy(o[:, :M], ym, reduction="none") * w).sum() / w.sum()
+    ce_m = (F.cross_entropy(o[:, :M], b.y_soft[b.mask], reduction="none") * w).sum() / w.sum()
     ce_c = F.cross_entropy(o[:, M : M + C], yc)
     temp = 2.0 * torch.sigmoid(o[:, M + C])
     top_p = torch.sigmoid(o[:, M + C + 1])
@@ -291,8 +315,46 @@ def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
     cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
                          u_rank=tc.u_rank, context_bins=tuple(context_bins))
     model = FastGRNNTorch(cfg, seed=tc.seed)
-    _fit(model, _batches(data, _model_weights(data, tc.regret_weighting)), tc, tc.epochs, tc.lr, tc.seed)
+    _fit(model, _train_batch(data, tc, len(models)), tc, tc.epochs, tc.lr, tc.seed)
     return model
+
+
+# (weight_decay, epochs, label_temperature): from the default to much stronger regularisation
+CV_GRID: tuple[tuple[float, int, float], ...] = tuple(
+    (wd, ep, tau) for wd in (1e-2, 1e-1, 3e-1) for ep in (60, 20) for tau in (0.0, 0.05))
+
+
+def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
+                 context_bins: Sequence[int] = CONTEXT_BINS, grid: Sequence[tuple[float, int, float]] = CV_GRID,
+                 ) -> tuple[TrainConfig, list[dict[str, Any]]]:
+    """Model selection on the training split only: ``tc.cv_folds`` folds of whole sessions (seeded);
+    each grid point trains the dense router on the other folds and is scored by its utility regret
+    on the left-out one. Returns (``tc`` with the best point, one row per point); ties keep the
+    earlier point, so the default wins unless something beats it."""
+    sessions = np.unique(data.session)
+    k = min(tc.cv_folds, len(sessions))
+    if k < 2 or data.utility is None:
+        raise InvalidInputError(f"cross-validation needs ≥ 2 folds of sessions and utilities; got {k} folds")
+    fold_of = dict(zip(np.random.default_rng(tc.seed).permutation(sessions).tolist(),
+                       np.arange(len(sessions)) % k, strict=True))
+    fold = np.array([fold_of[int(s)] for s in data.session])
+    rows: list[dict[str, Any]] = []
+    for wd, epochs, tau in grid:
+        cfg = replace(tc, weight_decay=wd, epochs=epochs, label_temperature=tau, cv_folds=0)
+        regrets, accs = [], []
+        for f in range(k):
+            val = data.subset(np.flatnonzero(fold == f))
+            ev = evaluate(train_dense(data.subset(np.flatnonzero(fold != f)), models, cfg, context_bins).to_params(),
+                          val)
+            regrets.append(ev["utility_regret"] * len(val))
+            accs.append(ev["model_accuracy"] * len(val))
+        rows.append({"weight_decay": wd, "epochs": epochs, "label_temperature": tau,
+                     "cv_utility_regret": float(sum(regrets) / len(data)),
+                     "cv_model_accuracy": float(sum(accs) / len(data))})
+    best = min(range(len(rows)), key=lambda i: (round(rows[i]["cv_utility_regret"], 6), i))
+    b = rows[best]
+    return replace(tc, weight_decay=b["weight_decay"], epochs=b["epochs"], label_temperature=b["label_temperature"]
+                   ), rows
 
 
 def hard_threshold(model: FastGRNNTorch, sparsity: float) -> None:
@@ -339,7 +401,7 @@ def compress(
                                    round(base - ev["model_accuracy"], 4), ev.get("utility_regret")))
 
     record("dense fp32", dense, 32)
-    batch = _batches(train, _model_weights(train, tc.regret_weighting))
+    batch = _train_batch(train, tc, model.cfg.n_models)
     for r in range(1, tc.iht_rounds + 1):  # stage 2: iterative hard thresholding
         hard_threshold(model, tc.target_sparsity * r / tc.iht_rounds)
         if r < tc.iht_rounds:
@@ -362,7 +424,7 @@ def compress(
 
 def diag_fisher(model: FastGRNNTorch, data: RouterDataset, max_sessions: int = 256) -> dict[str, torch.Tensor]:
     """Empirical diagonal Fisher of the model-choice log-likelihood, per session, scaled to mean 1."""
-    batch = _batches(data, np.ones(len(data), np.float32))
+    batch = _batches(data, np.ones(len(data), np.float32), soft_targets(data, 0.0, model.cfg.n_models))
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     S = min(batch.xs.shape[0], max_sessions)
     M = model.cfg.n_models
@@ -500,6 +562,7 @@ class TrainReport:
     dense_checkpoint: str
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    cv: list[dict[str, Any]] = field(default_factory=list)  # select_by_cv's rows, when it ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -559,6 +622,9 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
     bins = tuple(int(b) for b in train_recs[0].context_bins)
     if any(tuple(r.context_bins) != bins or list(r.models) != models for r in records):
         raise InvalidInputError(f"{labelled_jsonl} mixes records of different models or context bins")
+    cv: list[dict[str, Any]] = []
+    if tc.cv_folds > 1:
+        tc, cv = select_by_cv(train, models, tc, bins)
     model = train_dense(train, models, tc, bins)
     dense, comp, stages = compress(model, train, main_eval, tc, normalizer)
     source = sorted({r.label_source for r in records})
@@ -575,7 +641,7 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
         dense={k: evaluate(dense, v) for k, v in {"train": train, **evals}.items()},
         compressed={k: evaluate(comp, v) for k, v in {"train": train, **evals}.items()},
         stages=stages, checkpoint=str(out / "router"), dense_checkpoint=str(out / "router_dense"),
-        seconds=round(time.perf_counter() - t0, 2), config=asdict(tc),
+        seconds=round(time.perf_counter() - t0, 2), config=asdict(tc), cv=cv,
     )
     (out / "train_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
