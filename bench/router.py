@@ -494,7 +494,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-PATTERN_LOOKUP = "pattern lookup (knows symbol + type; ceiling reference)"
+PATTERN_LOOKUP = "pattern lookup (knows symbol + type; reference)"
 
 
 def _pattern(r: Any) -> tuple[str, str]:
@@ -502,11 +502,11 @@ def _pattern(r: Any) -> tuple[str, str]:
 
 
 def pattern_lookup(train_recs: list[Any], recs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The seen-pattern ceiling as a router: for each question whose pattern (symbol + type) has
+    """An estimate of the seen-pattern ceiling, as a router: for each question whose pattern (symbol + type) has
     training questions, the (model, context) with the best mean utility over those training
     paraphrases. It knows what no deployable router knows (the pattern's identity and its measured
-    outcomes), but not how this phrasing will go: its accuracy bounds what "seen patterns" allow
-    on these labels. Returns (model, context, has_pattern) per record."""
+    outcomes), but not how this phrasing will go, which the labels also depend on.
+    Returns (model, context, has_pattern) per record."""
     U: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in train_recs:
         U.setdefault(_pattern(r), []).append(np.asarray(r.utility, np.float64))
@@ -557,7 +557,8 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
         lines += [f"Label repeatability: two questions of the same pattern (symbol + type, any split) have the same "
                   f"oracle model in **{agree['same_model']:.1%}** of {agree['pairs']} pairs. The labels differ "
                   "across phrasings of one request, so no router that sees only the question can match them all; "
-                  f"the row \"{PATTERN_LOOKUP}\" measures that ceiling on the seen split.", ""]
+                  f"the row \"{PATTERN_LOOKUP}\" shows what knowing each pattern's training outcomes buys on "
+                  "the seen split (an estimate of that ceiling, not a bound).", ""]
     if info.get("quality_by_type"):
         lines += [f"Quality Q ({info.get('quality_measure', '')}, from the stored answers of "
                   f"`{info.get('relabelled_from', '?')}`): "
