@@ -165,7 +165,14 @@ def _with_embeddings(data: Any, recs: list[Any]) -> Any:
 
 
 def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
-    from ruvllm.router.baselines import FixedRouter, KNNRouter, LogisticRouter, RandomRouter, ThresholdRouter
+    from ruvllm.router.baselines import (
+        FixedRouter,
+        KNNRouter,
+        LogisticRouter,
+        QueryTypeRouter,
+        RandomRouter,
+        ThresholdRouter,
+    )
     from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.oracle import load_labelled
     from ruvllm.router.training import datasets_from_records, predict
@@ -186,6 +193,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
         "kNN (k=10)": KNNRouter(k=10).fit(train),
         "logistic regression": LogisticRouter().fit(train),
         "RouteLLM-style threshold": ThresholdRouter(quality=qtab).fit(train),
+        "query-type best": QueryTypeRouter().fit(train),
         # not a deployable router: it sees the raw 384-d query embedding instead of the 128-d features,
         # so it can recognise a paraphrase of a trained question; it shows what "seen patterns" allow
         EMB_KNN: KNNRouter(k=3, name=EMB_KNN).fit(_with_embeddings(train, by["train"])),

@@ -205,3 +205,22 @@ def test_cv_selection_uses_only_the_training_sessions_and_reports_every_point() 
     assert (tc.weight_decay, tc.epochs, tc.cv_folds) == (1e-2, 20, 3)
     with pytest.raises(InvalidInputError):
         select_by_cv(train, ["small", "large"], TrainConfig(cv_folds=1))
+
+
+def test_query_type_router_learns_the_best_choice_per_type() -> None:
+    from ruvllm.router.baselines import QueryTypeRouter
+    from ruvllm.router.features import Q_TYPE
+
+    data = toy(30, 4)
+    qtype = (np.arange(len(data)) // 2) % 6  # both halves below hold every type
+    x = data.x.copy()
+    x[:, Q_TYPE] = np.where(np.eye(6, dtype=bool)[qtype], 1.5, -0.4)  # a normalised one-hot
+    u = np.zeros((len(data), 2, 5), np.float32)
+    u[np.arange(len(data)), (qtype >= 3).astype(int), qtype % 5] = 1.0  # types 3-5: large; context = type % 5
+    train = RouterDataset(x, data.session, (qtype >= 3).astype(np.int64), qtype % 5, data.y_temp, data.y_top_p, u)
+    r = QueryTypeRouter().fit(train.subset(np.arange(0, len(data), 2)))
+    m, c = r.decide(train.subset(np.arange(1, len(data), 2)))
+    held = train.subset(np.arange(1, len(data), 2))
+    assert np.array_equal(m, held.y_model) and np.array_equal(c, held.y_ctx)
+    score = r.large_score(held)
+    assert (score[held.y_model == 1] > 0).all() and (score[held.y_model == 0] < 0).all()

@@ -11,6 +11,8 @@ model index and a context-bin index; ``large_score`` (when a router has one) is 
 - ``KNNRouter``: the k nearest training queries (cosine on normalised features); the action
   with the best mean oracle utility among them.
 - ``LogisticRouter``: multinomial logistic regression (numpy) on the joint (model, context) label.
+- ``QueryTypeRouter``: the (model, context) with the best mean training utility for the query's
+  type (the feature vector's query-type one-hot); six numbers' worth of learning.
 - ``ThresholdRouter``: RouteLLM-style: a logistic win-rate model P(large beats small by > δ in
   quality) and a threshold α (tuned for utility on the training split), as in Ong et al. 2024.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ruvllm.router.features import Q_TYPE
 from ruvllm.router.training import RouterDataset
 
 F32 = npt.NDArray[np.float32]
@@ -80,6 +83,43 @@ class FixedRouter:
 
     def large_score(self, data: RouterDataset) -> F32 | None:
         return None
+
+
+@dataclass
+class QueryTypeRouter:
+    name: str = "query-type best"
+    table: dict[int, tuple[int, int]] = field(default_factory=dict)  # type index -> (model, context)
+    large_gap: dict[int, float] = field(default_factory=dict)  # type -> large's best U - others' best U
+    default: tuple[int, int] = (0, 0)  # for a type the training split never had
+
+    @staticmethod
+    def types(data: RouterDataset) -> I64:
+        """The query type of each row: the hot column of the (normalised) one-hot slice."""
+        return np.asarray(data.x[:, Q_TYPE].argmax(axis=1), np.int64)
+
+    def fit(self, train: RouterDataset) -> QueryTypeRouter:
+        assert train.utility is not None
+        U = train.utility.astype(np.float64)  # (N, M, C)
+        t = self.types(train)
+
+        def best(mean: npt.NDArray[np.float64]) -> tuple[int, int]:
+            m, c = np.unravel_index(int(mean.argmax()), mean.shape)
+            return int(m), int(c)
+
+        self.default = best(U.mean(axis=0))
+        for g in np.unique(t).tolist():
+            mean = U[t == g].mean(axis=0)  # (M, C)
+            self.table[int(g)] = best(mean)
+            per_model = mean.max(axis=1)
+            self.large_gap[int(g)] = float(per_model[-1] - per_model[:-1].max())
+        return self
+
+    def decide(self, data: RouterDataset) -> tuple[I64, I64]:
+        mc = np.array([self.table.get(int(g), self.default) for g in self.types(data)], np.int64).reshape(-1, 2)
+        return mc[:, 0], mc[:, 1]
+
+    def large_score(self, data: RouterDataset) -> F32:
+        return np.array([self.large_gap.get(int(g), 0.0) for g in self.types(data)], np.float32)
 
 
 @dataclass
