@@ -223,6 +223,18 @@ def test_bad_labelled_files(tmp_path) -> None:
         load_labelled(tmp_path / "bad.jsonl")
 
 
+def test_labelling_order_interleaves_the_splits_of_a_real_plan() -> None:
+    from ruvllm.router.pipeline import PipelineConfig, labelling_order, select_items
+
+    items = select_items(PipelineConfig(limit=200))
+    order = labelling_order(items)
+    share = {sp: sum(i.split == sp for i in items) / len(items) for sp in ("train", "test_seen", "test_unseen")}
+    for quarter in (1, 2, 3):  # a run stopped a quarter, half or three quarters in: every split, in proportion
+        head = order[: len(order) * quarter // 4]
+        for sp, p in share.items():
+            assert abs(sum(i.split == sp for i in head) / len(head) - p) < 0.1, (quarter, sp)
+
+
 def test_real_labels_interleave_splits_and_resume_a_stopped_run(tmp_path) -> None:
     from ruvllm.router.pipeline import PipelineConfig, build_labels, labelling_order, select_items
 
@@ -230,10 +242,13 @@ def test_real_labels_interleave_splits_and_resume_a_stopped_run(tmp_path) -> Non
     items = select_items(cfg)
     order = labelling_order(items)
     assert sorted(i.id for i in order) == sorted(i.id for i in items)
-    first = order[: len(order) // 2]  # any prefix holds every split
-    assert {i.split for i in first} == {"train", "test_seen", "test_unseen"}
     for s in {i.session for i in items}:  # sessions stay whole and in order
         assert [i.id for i in order if i.session == s] == [i.id for i in items if i.session == s]
+    # stopped after any question, every seen question labelled so far has its training paraphrase
+    # labelled before it (select_items guarantees one exists in the whole set)
+    for n in range(1, len(order) + 1):
+        train = {(i.symbol, i.query_type) for i in order[:n] if i.split == "train"}
+        assert all((i.symbol, i.query_type) in train for i in order[:n] if i.split == "test_seen"), n
 
     log: list[str] = []
     gens = {"small": LoggingGenerator("small", log), "large": LoggingGenerator("large", log)}

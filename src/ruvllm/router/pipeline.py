@@ -184,7 +184,9 @@ def _limited_sessions(items: Sequence[QAItem], limit: int, seed: int) -> set[str
 def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: int = 0) -> list[QAItem]:
     """The order real labels are made in: whole sessions (their questions in order), the splits
     interleaved so any prefix of the run (a stopped run) has train, seen and held-out questions in
-    about the proportions of the whole set, counting what ``done`` already holds."""
+    about the proportions of the whole set, counting what ``done`` already holds. A seen session
+    comes right after the training sessions that cover its patterns (symbol + type), so a run
+    stopped at a session boundary keeps what "seen" promises for every seen question it labelled."""
     sessions: dict[str, list[QAItem]] = {}
     for it in items:
         sessions.setdefault(it.session, []).append(it)
@@ -194,12 +196,27 @@ def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: 
         queues.setdefault(sessions[sid][0].split, []).append(sid)
     target = {sp: sum(len(sessions[s]) for s in q) + sum(d.split == sp for d in done) for sp, q in queues.items()}
     have = {sp: sum(d.split == sp for d in done) for sp in queues}
+    covered = {(d.symbol, d.query_type) for d in done if d.split == "train"}
     out: list[QAItem] = []
+
+    def emit(sid: str) -> None:
+        chunk = sessions[sid]
+        out.extend(chunk)
+        have[chunk[0].split] += len(chunk)
+        if chunk[0].split == "train":
+            covered.update((it.symbol, it.query_type) for it in chunk)
+
     while any(queues.values()):
         sp = min((sp for sp, q in queues.items() if q), key=lambda sp: (have[sp] / target[sp], sp))
-        chunk = sessions[queues[sp].pop(0)]
-        out.extend(chunk)
-        have[sp] += len(chunk)
+        sid = queues[sp].pop(0)
+        if sp == "test_seen":  # first the queued training sessions that hold its uncovered patterns
+            need = {(it.symbol, it.query_type) for it in sessions[sid]} - covered
+            for tid in list(queues.get("train", [])):
+                if need & {(it.symbol, it.query_type) for it in sessions[tid]}:
+                    queues["train"].remove(tid)
+                    emit(tid)
+                    need -= covered
+        emit(sid)
     return out
 
 
