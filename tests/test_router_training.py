@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -188,7 +190,7 @@ def test_soft_targets_follow_the_utility_gap() -> None:
 
 def test_soft_label_training_learns_the_toy_task() -> None:
     train, test = toy(160, 0), toy(60, 1)
-    tc = TrainConfig(**{**FAST.__dict__, "label_temperature": 0.1})
+    tc = replace(FAST, label_temperature=0.1)
     ev = evaluate(train_dense(train, ["small", "large"], tc).to_params(), test)
     small = float((test.y_model == 0).mean())
     assert ev["model_accuracy"] > max(small, 1 - small) + 0.2
@@ -199,7 +201,7 @@ def test_cv_selection_uses_only_the_training_sessions_and_reports_every_point() 
 
     train = toy(40, 0)
     grid = ((1e-2, 20, 0.0), (3.0, 20, 0.0))  # the second decays the weights to nothing
-    tc, rows = select_by_cv(train, ["small", "large"], TrainConfig(**{**FAST.__dict__, "cv_folds": 3}), grid=grid)
+    tc, rows = select_by_cv(train, ["small", "large"], replace(FAST, cv_folds=3), grid=grid)
     assert [(r["weight_decay"], r["epochs"]) for r in rows] == [(1e-2, 20), (3.0, 20)]
     assert rows[0]["cv_utility_regret"] < rows[1]["cv_utility_regret"]
     assert (tc.weight_decay, tc.epochs, tc.cv_folds) == (1e-2, 20, 3)
