@@ -190,6 +190,9 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
     routers: dict[str, Any] = {
         "always-small": FixedRouter(0, "always-small").fit(train),
         "always-large": FixedRouter(M - 1, "always-large").fit(train),
+        # the commonest oracle model of the training split, always: what accuracy is worth on these labels
+        "majority model (constant)": FixedRouter(int(np.bincount(train.y_model, minlength=M).argmax()),
+                                                 "majority model").fit(train),
         "kNN (k=10)": KNNRouter(k=10).fit(train),
         "logistic regression": LogisticRouter().fit(train),
         "RouteLLM-style threshold": ThresholdRouter(quality=qtab).fit(train),
