@@ -549,10 +549,9 @@ def paraphrase_agreement(recs: list[Any]) -> dict[str, float]:
 def seen_coverage(recs: list[Any]) -> dict[str, int]:
     """How many test_seen questions have a training question of the same pattern (symbol + type):
     what "seen" can mean on this labelled set."""
-    train = {(r.id.split(":")[0], r.query_type) for r in recs if r.split == "train"}
+    train = {_pattern(r) for r in recs if r.split == "train"}
     seen = [r for r in recs if r.split == "test_seen"]
-    return {"test_seen": len(seen), "with_a_training_paraphrase": sum((r.id.split(":")[0], r.query_type) in train
-                                                                      for r in seen)}
+    return {"test_seen": len(seen), "with_a_training_paraphrase": sum(_pattern(r) in train for r in seen)}
 
 
 def quality_markdown(doc: dict[str, Any]) -> list[str]:
