@@ -133,13 +133,20 @@ def select_items(cfg: PipelineConfig) -> list[QAItem]:
     return items
 
 
-def _limited_sessions(items: Sequence[QAItem], limit: int, seed: int) -> set[str]:
-    by_split: dict[str, list[str]] = {}
-    patterns: dict[str, set[tuple[str, str]]] = {}  # session -> its (symbol, type) patterns
+def _session_patterns(items: Sequence[QAItem]) -> dict[str, set[tuple[str, str]]]:
+    """Session -> the (symbol, type) patterns of its questions."""
+    out: dict[str, set[tuple[str, str]]] = {}
     for it in items:
-        if it.session not in patterns:
-            by_split.setdefault(it.split, []).append(it.session)
-        patterns.setdefault(it.session, set()).add((it.symbol, it.query_type))
+        out.setdefault(it.session, set()).add((it.symbol, it.query_type))
+    return out
+
+
+def _limited_sessions(items: Sequence[QAItem], limit: int, seed: int) -> set[str]:
+    patterns = _session_patterns(items)
+    split_of = {it.session: it.split for it in items}
+    by_split: dict[str, list[str]] = {}
+    for sid in patterns:  # sessions in order of first appearance
+        by_split.setdefault(split_of[sid], []).append(sid)
     rng = np.random.default_rng(seed)
     n_sessions = max(1, round(limit / 4))
     total = sum(len(v) for v in by_split.values())
@@ -196,6 +203,7 @@ def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: 
         queues.setdefault(sessions[sid][0].split, []).append(sid)
     target = {sp: sum(len(sessions[s]) for s in q) + sum(d.split == sp for d in done) for sp, q in queues.items()}
     have = {sp: sum(d.split == sp for d in done) for sp in queues}
+    patterns = _session_patterns(items)
     covered = {(d.symbol, d.query_type) for d in done if d.split == "train"}
     out: list[QAItem] = []
 
@@ -204,15 +212,15 @@ def labelling_order(items: Sequence[QAItem], done: Sequence[QAItem] = (), seed: 
         out.extend(chunk)
         have[chunk[0].split] += len(chunk)
         if chunk[0].split == "train":
-            covered.update((it.symbol, it.query_type) for it in chunk)
+            covered.update(patterns[sid])
 
     while any(queues.values()):
         sp = min((sp for sp, q in queues.items() if q), key=lambda sp: (have[sp] / target[sp], sp))
         sid = queues[sp].pop(0)
         if sp == "test_seen":  # first the queued training sessions that hold its uncovered patterns
-            need = {(it.symbol, it.query_type) for it in sessions[sid]} - covered
+            need = patterns[sid] - covered
             for tid in list(queues.get("train", [])):
-                if need & {(it.symbol, it.query_type) for it in sessions[tid]}:
+                if need & patterns[tid]:
                     queues["train"].remove(tid)
                     emit(tid)
                     need -= covered
