@@ -59,6 +59,11 @@ def _tables(recs: list[Any]) -> dict[str, np.ndarray]:
             for k in ("quality", "latency_ms", "cost", "utility")}
 
 
+# "as good as the oracle's choice" up to this much utility: 1 s of latency at λ = 0.02, or a small
+# share of the spread of quality between the models' answers to one question
+NEAR_DELTA = 0.02
+
+
 def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: tuple[int, int]) -> dict[str, float]:
     """Decision metrics of choices (m, c) against the oracle and against always-large."""
     n = len(m)
@@ -83,6 +88,8 @@ def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: t
         "cost_reduction_model_only": float(1 - cost.sum() / t["cost"][rows, lm, c].sum()),
         "large_call_share": float((m == U.shape[1] - 1).mean()),
         "utility_regret": float((U.reshape(n, -1).max(1) - U[rows, m, c]).mean()),
+        # the decision (model and context) is worth at least the oracle's utility − NEAR_DELTA
+        "near_optimal": float((U[rows, m, c] >= U.reshape(n, -1).max(1) - NEAR_DELTA).mean()),
     }
 
 
@@ -331,7 +338,7 @@ def router_metrics(params: Any, recs: list[Any], ref: tuple[int, int]) -> dict[s
 
 
 SEED_KEYS = ("model_accuracy", "quality_regret_vs_large_1to5", "latency_regret_vs_oracle_ms",
-             "cost_reduction_vs_large", "utility_regret")
+             "cost_reduction_vs_large", "near_optimal", "utility_regret")
 
 
 def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], cv_folds: int = 0) -> dict[str, Any]:
@@ -382,9 +389,10 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
              + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV: "
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
                 + "." if sp.get("cv_folds") else ""), "",
-             "| split | model acc | quality regret | latency regret ms | cost reduction | utility regret |",
-             "|---|---:|---:|---:|---:|---:|"]
-    fmts = ("{:.3f}", "{:+.3f}", "{:+.0f}", "{:.1%}", "{:.4f}")
+             "| split | model acc | quality regret | latency regret ms | cost reduction | "
+             f"within {NEAR_DELTA} of best | utility regret |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    fmts = ("{:.3f}", "{:+.3f}", "{:+.0f}", "{:.1%}", "{:.3f}", "{:.4f}")
     for split in ("test_seen", "test_unseen"):
         cells = []
         for k, f in zip(SEED_KEYS, fmts, strict=True):
@@ -467,7 +475,7 @@ COLS = [("model_accuracy", "model acc", "{:.3f}"), ("joint_accuracy", "model+ctx
         ("apgr", "APGR", "{:.3f}"), ("calls_for_95pct_pgr", "calls @95% PGR", "{:.0%}"),
         ("calls_for_95pct_of_large_quality", "calls @95% large q", "{:.0%}"),
         ("cost_reduction_at_95pct_of_large_quality", "cost cut @95% large q", "{:.1%}"),
-        ("utility_regret", "utility regret", "{:.4f}")]
+        ("near_optimal", f"within {NEAR_DELTA} of best", "{:.3f}"), ("utility_regret", "utility regret", "{:.4f}")]
 
 
 def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -546,6 +554,18 @@ def paraphrase_agreement(recs: list[Any]) -> dict[str, float]:
     return {"pairs": pairs, "same_model": same / pairs if pairs else float("nan")}
 
 
+def near_ties(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str, float]:
+    """Share of questions where another model's best decision is within ``delta`` utility of the
+    oracle's: where "the oracle's model" is decided by less than the measurement can tell apart."""
+    gaps = []
+    for r in recs:
+        per_model = np.sort(np.asarray(r.utility, np.float64).max(1))[::-1]
+        gaps.append(per_model[0] - per_model[1] if len(per_model) > 1 else np.inf)
+    g = np.asarray(gaps)
+    return {"delta": delta, "share": float((g < delta).mean()) if len(g) else float("nan"),
+            "median_gap": float(np.median(g)) if len(g) else float("nan")}
+
+
 def seen_coverage(recs: list[Any]) -> dict[str, int]:
     """How many test_seen questions have a training question of the same pattern (symbol + type):
     what "seen" can mean on this labelled set."""
@@ -569,6 +589,12 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
                   "across phrasings of one request, so no router that sees only the question can match them all; "
                   f"the row \"{PATTERN_LOOKUP}\" shows what knowing each pattern's training outcomes buys on "
                   "the seen split (an estimate of that ceiling, not a bound).", ""]
+    ties = doc.get("near_ties")
+    if ties:
+        lines += [f"Near ties: in **{ties['share']:.1%}** of the questions another model comes within "
+                  f"{ties['delta']} utility of the oracle's (median gap to the runner-up model "
+                  f"{ties['median_gap']:.3f}); the column \"within {ties['delta']} of best\" counts a decision "
+                  "as right when it is worth at least the oracle's utility − that much.", ""]
     if info.get("quality_by_type"):
         lines += [f"Quality Q ({info.get('quality_measure', '')}, from the stored answers of "
                   f"`{info.get('relabelled_from', '?')}`): "
@@ -756,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         f"numpy {np.__version__}",
         "labels": info, "label_note": note, "train_report": report.to_dict(), **ev, **cost_doc,
         "seen_coverage": seen_coverage(recs), "paraphrase_agreement": paraphrase_agreement(recs),
+        "near_ties": near_ties(recs),
     }
     (args.out / "router_bench.json").write_text(json.dumps(doc, indent=1, default=_default) + "\n")
     (args.out / "router_bench.md").write_text(markdown(doc))

@@ -1,11 +1,12 @@
-"""bench/router.py's label-ceiling helpers: the pattern lookup and paraphrase agreement."""
+"""bench/router.py's label-ceiling helpers: the pattern lookup, paraphrase agreement, near ties and
+the "within δ of the oracle" decision metric."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
-from bench.router import paraphrase_agreement, pattern_lookup
+from bench.router import NEAR_DELTA, metrics, near_ties, paraphrase_agreement, pattern_lookup
 
 
 def rec(id_: str, qtype: str, best: int, utility: list[list[float]], split: str = "train") -> SimpleNamespace:
@@ -36,3 +37,22 @@ def test_paraphrase_agreement_counts_pairs_within_a_pattern() -> None:
     assert got["pairs"] == 3  # a.f has three questions, a.g one
     assert np.isclose(got["same_model"], 1 / 3)
     assert np.isnan(paraphrase_agreement(recs[3:])["same_model"])
+
+
+def test_near_ties_compare_each_models_best_decision() -> None:
+    recs = [rec("a:code:0", "code", 1, [[0.50, 0.0], [0.51, 0.2], [0.1, 0.1]]),  # gap 0.01: a near tie
+            rec("a:code:1", "code", 2, [[0.10, 0.0], [0.20, 0.2], [0.9, 0.8]]),  # gap 0.70
+            rec("a:code:2", "code", 0, [[0.60, 0.7], [0.10, 0.65], [0.0, 0.0]])]  # the runner-up's best ctx: 0.05
+    got = near_ties(recs, delta=0.02)
+    assert got["share"] == 1 / 3 and np.isclose(got["median_gap"], 0.05)
+
+
+def test_near_optimal_counts_decisions_worth_the_oracles_utility_minus_delta() -> None:
+    u = np.array([[[0.50, 0.0], [0.51, 0.2]],
+                  [[0.10, 0.0], [0.90, 0.2]],
+                  [[0.30, 0.0], [0.30 + NEAR_DELTA / 2, 0.2]]])
+    t = {"utility": u, "quality": np.zeros_like(u), "latency_ms": np.zeros_like(u), "cost": np.ones_like(u)}
+    m, c = np.array([0, 0, 1]), np.array([0, 0, 1])  # 0.01 short: near; 0.8 short: not; wrong context: 0.1 short
+    got = metrics(m, c, t, (1, 0))
+    assert got["model_accuracy"] == 1 / 3  # only row 2's model is the oracle's
+    assert np.isclose(got["near_optimal"], 1 / 3)  # only row 0's decision is within δ

@@ -25,7 +25,14 @@ correct, runnable snippet shares almost none. So:
   recital of five retrieved docs 0.2, and naming only a sibling (a wrong function) 0.0. Why not
   partial credit for a sibling: the question asks which function to use, and a wrong function is a
   wrong answer; why 1/k: a reader handed k names picks the right one with chance 1/k.
-- **every other type** (definition, signature, explain, compare): with a judge model
+- **signature** (``signature_quality``): F1 of the parameter names the answer gives against the
+  real signature's (``inspect.signature``, the gold): a written signature ``X(a, b=1)`` is read as
+  such, in prose the gold names mentioned and the identifiers listed count; "takes no arguments"
+  is right exactly when the signature is empty; a wrong stated count halves the score. A judge
+  ranked these badly (the correct "csv.Dialect takes no arguments" 0.52, the wrong "takes two
+  arguments: delimiter and quotechar" 0.79). Builtins without an inspectable signature (gold
+  ``(...)``) fall back to the next rule.
+- **every other type** (definition, explain, compare): with a judge model
   (``ruvllm router relabel --judge qwen2.5-coder-1.5b``) the judge's P(yes) that the answer says
   what the gold says (``LLMJudge.verdict``, reference-based, read from next-token probabilities);
   without one, token F1 against the gold (``ruvllm.judge.token_f1``), which a recital of the
@@ -56,6 +63,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import keyword
 import os
 import re
 import signal
@@ -67,8 +75,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-QUALITY_VERSION = "per-type-v1"  # recorded in labels_info.json by `ruvllm router relabel`
-QUALITY_VERSION_JUDGED = "per-type-v1+verdict"  # the same, a judge's verdict instead of F1
+# recorded in labels_info.json by `ruvllm router relabel`; v2 (2026-12-02) added the signature check
+QUALITY_VERSION = "per-type-v2"
+QUALITY_VERSION_JUDGED = "per-type-v2+verdict"  # the same, a judge's verdict instead of F1
 
 # --------------------------------------------------------------------------------------
 # running a snippet
@@ -344,10 +353,166 @@ def howto_quality(answer: str, symbol: str, modules: Sequence[str] | None = None
 
 
 # --------------------------------------------------------------------------------------
+# signature questions
+# --------------------------------------------------------------------------------------
+
+_PARAM = re.compile(r"^\*{0,2}([A-Za-z_]\w*)\s*(?:[:=].*)?$", re.S)
+_COUNT_WORDS = {"no": 0, "zero": 0, "one": 1, "a single": 1, "single": 1, "only one": 1, "two": 2, "three": 3,
+                "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_COUNT = re.compile(r"\b(?:takes|accepts|has|requires|expects|receives)\s+(?:exactly\s+|only\s+)?"
+                    r"(no|zero|only one|one|a single|single|two|three|four|five|six|seven|eight|nine|ten|\d+)\s+"
+                    r"(?:[\w-]+\s+)?(?:arguments?|parameters?|args?)\b", re.I)
+_NONE_SAID = re.compile(r"\b(?:takes|accepts|has|requires)\s+no\s+(?:[\w-]+\s+)?(?:arguments?|parameters?|args?)\b|"
+                        r"\bdoes\s+not\s+(?:take|accept|require)\s+any\b", re.I)
+_LIST = re.compile(r"\b(?:arguments?|parameters?|args|accepts|takes)\b[^.:\n]{0,40}?(?::|\bincluding\b|\bare\b|,)"
+                   r"\s*([^\n]*?)(?:\.(?!\w)|\bwhich\b|\bthat\b|$)", re.I)
+_BACKTICKED = re.compile(r"`\*{0,2}([A-Za-z_]\w*)`")
+_NOT_PARAMS = {"self", "cls", "None", "True", "False", "bytes", "str", "int", "float", "bool", "list", "dict",
+               "tuple", "set", "object", "type", "bytearray", "callable", "iterable", "function"}
+
+
+def _split_top(inner: str) -> list[str]:
+    """``inner`` (the text between a signature's parentheses) split at its top-level commas."""
+    items: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
+    for ch in inner:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{<":
+            depth += 1
+        elif ch in ")]}>":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return [i.strip() for i in items if i.strip()]
+
+
+def _param_names(inner: str) -> list[str] | None:
+    """Parameter names of a signature's inside (``s, /, *, altchars=None, **kw`` → s, altchars, kw);
+    None when an item is not a parameter (a call with values, ``b"x"``, ``3``), so an example call is
+    not taken for a signature."""
+    names = []
+    for item in _split_top(inner):
+        if item in ("/", "*", "..."):
+            if item == "...":
+                return None
+            continue
+        m = _PARAM.match(item)
+        if not m:
+            return None
+        names.append(m.group(1))
+    return names
+
+
+def _paren_after(text: str, start: int) -> str | None:
+    """The text inside the parenthesis opening at ``text[start]``, or None when it never closes."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start + 1:i]
+    return None
+
+
+def gold_parameters(gold: str) -> list[str] | None:
+    """The parameter names of a signature gold (``b32decode(s, casefold=False, map01=None)``); None
+    when the gold has no inspectable signature (``defaultdict(...)``)."""
+    at = gold.find("(")
+    inner = _paren_after(gold, at) if at >= 0 else None
+    if inner is None or inner.strip() == "...":
+        return None
+    names = _param_names(inner)
+    return None if names is None else [n for n in names if n not in ("self", "cls")]
+
+
+def _mentioned(name: str, text: str) -> bool:
+    """``name`` appears as a word; a one-letter name only where it cannot be an article or a pronoun
+    (followed by punctuation, "and", "or", or the end: "two arguments, a and b")."""
+    if len(name) == 1:
+        return re.search(rf"(?<![\w'\-.]){re.escape(name)}(?=\s*(?:[,.;:)`\]]|and\b|or\b|$))", text) is not None
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text) is not None
+
+
+def signature_quality(answer: str, gold: str, symbol: str) -> float | None:
+    """Q for "what arguments does X take?": F1 of the parameter names the answer gives against the
+    real signature's (``gold``, from ``inspect.signature``); None when the gold has no signature
+    (``(...)``: builtins without one), so the caller falls back to the judge or F1.
+
+    What the answer claims:
+
+    - the first signature it writes for the symbol (``X(a, b=1)``, or ``__init__(…)``); an example
+      call with values (``X(b"hi")``) is not one;
+    - else, in prose, the gold names it mentions as words, plus the identifiers it lists (backticked,
+      or a list after "parameters:" / "including" / "are"); a listed name that is not a parameter
+      costs precision; "takes no arguments" claims none (1.0 exactly when the signature is empty).
+
+    In prose, a stated count that matches neither the number of parameters, nor of required ones, nor
+    of the names given ("takes two arguments: s" for ``b16encode(s)``) halves the score; an answer that
+    names no parameter, right or wrong, but states the right count gets 0.25."""
+    want = gold_parameters(gold)
+    if want is None:
+        return None
+    short = symbol.rpartition(".")[2]
+    gold_set = set(want)
+    claimed: set[str] | None = None
+    for m in re.finditer(rf"(?<![\w])(?:{re.escape(short)}|__init__|__new__|__call__)\s*\(", answer):
+        inner = _paren_after(answer, m.end() - 1)
+        names = _param_names(inner) if inner is not None else None
+        if names is not None:
+            claimed = set(names) - {"self", "cls"}
+            break
+    prose = claimed is None
+    if prose:
+        if _NONE_SAID.search(answer):
+            claimed = set()
+        else:
+            claimed = {n for n in gold_set if _mentioned(n, answer)}
+            listed = set(_BACKTICKED.findall(answer))
+            for lst in _LIST.findall(answer):
+                for item in re.split(r",|\band\b|\bor\b", lst):
+                    item = item.strip().strip("`'\"").strip()
+                    if re.fullmatch(r"\*{0,2}[A-Za-z_]\w*(?:\s*=\s*\S+)?", item):
+                        listed.add(_PARAM.match(item).group(1))  # type: ignore[union-attr]
+            module_parts = set(symbol.split("."))
+            claimed |= {n for n in listed if n not in _NOT_PARAMS and n not in module_parts
+                        and not n.startswith("__") and not keyword.iskeyword(n)}
+    assert claimed is not None
+    if not gold_set or not claimed:
+        score = 1.0 if gold_set == claimed and (not prose or _NONE_SAID.search(answer)) else 0.0
+    else:
+        hit = len(gold_set & claimed)
+        score = 0.0 if hit == 0 else 2 * hit / (len(gold_set) + len(claimed))
+    if prose:
+        counts = [_COUNT_WORDS.get(c.lower()) if not c.isdigit() else int(c) for c in _COUNT.findall(answer)]
+        required = _required_count(gold)
+        stated = [c for c in counts if c is not None]
+        if stated and stated[0] not in (len(want), required, len(claimed)):
+            score *= 0.5  # a wrong count on top of the names ("two arguments: s"), not the same error twice
+        elif stated and score == 0.0 and not (claimed - gold_set) and stated[0] == len(want) and want:
+            score = 0.25
+    return score
+
+
+def _required_count(gold: str) -> int:
+    """How many of the gold's parameters have no default and are not ``*args`` / ``**kwargs``."""
+    at = gold.find("(")
+    inner = _paren_after(gold, at) or ""
+    return sum(1 for i in _split_top(inner) if i not in ("/", "*") and "=" not in i and not i.startswith("*"))
+
+
+# --------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------
 
-METHOD_BY_TYPE = {"code": "execution-checked (code_quality)", "howto": "names the gold function (howto_quality)"}
+METHOD_BY_TYPE = {"code": "execution-checked (code_quality)", "howto": "names the gold function (howto_quality)",
+                  "signature": "parameter names vs inspect.signature (signature_quality); else as the other types"}
 
 
 # A reference-based judge: (question, answer, gold) → P(the answer says what the gold says), or
@@ -364,6 +529,10 @@ def answer_quality(query_type: str, answer: str, gold: str, symbol: str, limits:
         return code_quality(answer, symbol, limits)
     if query_type == "howto":
         return howto_quality(answer, symbol)
+    if query_type == "signature":
+        sq = signature_quality(answer, gold, symbol)
+        if sq is not None:
+            return sq
     from ruvllm.judge import token_f1
 
     if verdict is not None and answer.strip():
