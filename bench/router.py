@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,23 +341,27 @@ SEED_KEYS = ("model_accuracy", "quality_regret_vs_large_1to5", "latency_regret_v
              "cost_reduction_vs_large", "near_optimal", "utility_regret")
 
 
-def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], cv_folds: int = 0) -> dict[str, Any]:
+def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], base: Any = None) -> dict[str, Any]:
     """The compressed FastGRNN trained with each seed on the same labels and split: mean, sd, min and
-    max of its test metrics, so one lucky or unlucky initialisation is not the headline."""
+    max of its test metrics, so one lucky or unlucky initialisation is not the headline. ``base``: the
+    training configuration (a ``TrainConfig``) but for the seed."""
     from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.training import TrainConfig, train_from_oracle
+
+    base = base or TrainConfig()
 
     ref = _large_ref([r for r in recs if r.split == "train"])
     per_seed: dict[str, list[dict[str, float]]] = {"test_seen": [], "test_unseen": []}
     chosen: list[dict[str, Any]] = []
     for seed in seeds:
         d = work / "seeds" / f"seed_{seed}"
-        rep = train_from_oracle(labelled, d, TrainConfig(seed=seed, cv_folds=cv_folds))
+        rep = train_from_oracle(labelled, d, replace(base, seed=seed))
         chosen.append({k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")})
         comp = FastGRNNParams.load(d / "router")
         for split in per_seed:
             per_seed[split].append(router_metrics(comp, [r for r in recs if r.split == split], ref))
-    out: dict[str, Any] = {"seeds": seeds, "cv_folds": cv_folds, "chosen": chosen}
+    out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
+                           "chosen": chosen}
     for split, rows in per_seed.items():
         out[split] = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows])),
                           "min": float(np.min([r[k] for r in rows])), "max": float(np.max([r[k] for r in rows]))}
@@ -388,7 +392,8 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
              "Same labels and split; mean ± sd (min … max)."
              + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV: "
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
-                + "." if sp.get("cv_folds") else ""), "",
+                + "." if sp.get("cv_folds") else "")
+             + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else ""), "",
              "| split | model acc | quality regret | latency regret ms | cost reduction | "
              f"within {NEAR_DELTA} of best | utility regret |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -403,12 +408,13 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def sweep_mu(recs: list[Any], lam: float, mus: list[float], work: Path, seed: int) -> list[dict[str, Any]]:
+def sweep_mu(recs: list[Any], lam: float, mus: list[float], work: Path, base: Any) -> list[dict[str, Any]]:
     """For each μ: relabel the same measurements, train + compress the FastGRNN on the train split,
-    report the oracle and the compressed router on both test splits (always-large fixed by quality)."""
+    report the oracle and the compressed router on both test splits (always-large fixed by quality).
+    ``base``: the training configuration (a ``TrainConfig``)."""
     from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.oracle import relabel, save_labelled
-    from ruvllm.router.training import TrainConfig, train_from_oracle
+    from ruvllm.router.training import train_from_oracle
 
     ref = _large_ref([r for r in recs if r.split == "train"])
     rows = []
@@ -416,7 +422,7 @@ def sweep_mu(recs: list[Any], lam: float, mus: list[float], work: Path, seed: in
         rl = [relabel(r, lam, mu) for r in recs]
         d = work / "sweep" / f"mu_{mu:g}"
         path = save_labelled(rl, d / "labelled.jsonl")
-        train_from_oracle(path, d, TrainConfig(seed=seed))
+        train_from_oracle(path, d, base)
         comp = FastGRNNParams.load(d / "router")
         row: dict[str, Any] = {"mu": mu, "lambda": lam,
                                "oracle_train": oracle_point([r for r in rl if r.split == "train"], ref)}
@@ -705,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="> 1: FastGRNN weight decay, epochs, label temperature chosen by CV on the train split")
+    ap.add_argument("--feature-dropout", type=float, default=0.0,
+                    help="FastGRNN training: blank each feature slice but the query type with this probability")
     ap.add_argument("--seeds", type=int, default=0,
                     help="also retrain the compressed FastGRNN with this many seeds (from --seed): the spread")
     ap.add_argument("--labelled", type=Path, default=None, help="skip phase 1: an oracle JSONL made before")
@@ -761,16 +769,18 @@ def main(argv: list[str] | None = None) -> int:
         info = {**info, "lambda_per_s": lam, "mu_per_cost_unit": mu,
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
-    if args.sweep_mu:
+    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout)
+    if args.sweep_mu:  # without CV: one training per μ
         mus = [float(v) for v in args.sweep_mu.split(",") if v.strip()]
-        cost_doc["sweep"] = sweep_mu(recs, float(info.get("lambda_per_s", args.lam)), mus, args.work, args.seed)
+        cost_doc["sweep"] = sweep_mu(recs, float(info.get("lambda_per_s", args.lam)), mus, args.work,
+                                     replace(tc, cv_folds=0))
     print(f"labels: {info}", file=sys.stderr)
-    report = train_from_oracle(labelled, args.work / "model", TrainConfig(seed=args.seed, cv_folds=args.cv_folds))
+    report = train_from_oracle(labelled, args.work / "model", tc)
     print(f"trained in {report.seconds}s", file=sys.stderr)
     ev = evaluate_all(labelled, args.work / "model", args.seed)
     if args.seeds:
         cost_doc["seed_spread"] = seed_spread(recs, labelled, args.work, list(range(args.seed, args.seed + args.seeds)),
-                                              args.cv_folds)
+                                              tc)
     note = ("SYNTHETIC labels from oracle.SyntheticOracle's documented cost/quality model over real embeddings "
             "and real retrieval — not measured on real models" if args.labels == "synthetic"
             else "REAL labels: every model × context size run through the local GGUF models")

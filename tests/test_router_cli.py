@@ -81,7 +81,7 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
     for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
-                ["--cv-folds", "1"], ["--label-temperature", "-0.1"]):
+                ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 

@@ -226,3 +226,50 @@ def test_query_type_router_learns_the_best_choice_per_type() -> None:
     assert np.array_equal(m, held.y_model) and np.array_equal(c, held.y_ctx)
     score = r.large_score(held)
     assert (score[held.y_model == 1] > 0).all() and (score[held.y_model == 0] < 0).all()
+
+
+def test_feature_dropout_blanks_whole_slices_but_never_the_query_type() -> None:
+    from ruvllm.router.features import DIM, Q_TYPE, SLICES
+    from ruvllm.router.training import _blank_groups, dropout_groups
+
+    g = dropout_groups(DIM)
+    assert len(g) == len(SLICES) - 1
+    covered = g.sum(0)
+    assert covered[Q_TYPE].sum() == 0
+    assert torch.all(torch.cat([covered[: Q_TYPE.start], covered[Q_TYPE.stop :]]) == 1)  # each other dim once
+    xs = torch.ones(4, 3, DIM)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(_blank_groups(xs, g, 0.0, gen), xs)
+    every = _blank_groups(xs, g, 1.0, gen)
+    assert every[..., Q_TYPE].eq(1).all() and every.sum() == 4 * 3 * (Q_TYPE.stop - Q_TYPE.start)
+    half = _blank_groups(xs, g, 0.5, gen)
+    for sl in SLICES.values():  # a slice is kept or blanked whole, per row
+        block = half[..., sl]
+        assert torch.all((block == block[..., :1]).all(-1))
+    assert len(dropout_groups(16)) == 0  # not the 128-d layout: nothing to blank by name
+
+
+def test_feature_dropout_keeps_the_router_off_a_shortcut_feature() -> None:
+    """Train labels follow the query type and, just as well, a shortcut in the PCA slice; at test the
+    shortcut is noise. Without dropout the router leans on it; with dropout it keeps to the type."""
+    from ruvllm.router.features import E_PCA, Q_TYPE
+
+    def data(n_sessions: int, seed: int, shortcut: bool) -> RouterDataset:
+        base = toy(n_sessions, seed)
+        rng = np.random.default_rng(seed + 10)
+        x = base.x.copy()
+        qtype = rng.integers(0, 6, len(x))
+        y = (qtype >= 3).astype(np.int64)
+        x[:, Q_TYPE] = np.where(np.eye(6, dtype=bool)[qtype], 1.5, -0.4)
+        sign = (2 * y - 1) if shortcut else rng.choice([-1, 1], len(x))
+        x[:, E_PCA] = 3.0 * sign[:, None]
+        u = np.zeros((len(x), 2, 5), np.float32)
+        u[np.arange(len(x)), y, base.y_ctx] = 1.0
+        return RouterDataset(x, base.session, y, base.y_ctx, base.y_temp, base.y_top_p, u)
+
+    train, test = data(60, 0, True), data(40, 1, False)
+    plain = evaluate(train_dense(train, ["small", "large"], FAST).to_params(), test)["model_accuracy"]
+    dropped = evaluate(train_dense(train, ["small", "large"], replace(FAST, feature_dropout=0.5)).to_params(),
+                       test)["model_accuracy"]
+    assert dropped > plain + 0.1, (plain, dropped)
+    assert dropped > 0.9

@@ -83,6 +83,8 @@ def train(
                                                "many folds of the training sessions (training.CV_GRID).")] = 0,
     label_temperature: Annotated[float, typer.Option(help="> 0: train on softmax(utility / τ) instead of the "
                                                           "one-hot oracle model (ignored with --cv-folds).")] = 0.0,
+    feature_dropout: Annotated[float, typer.Option(help="Blank each feature slice but the query type with this "
+                                                        "probability per training row (0 = off).")] = 0.0,
     resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
                                               "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
@@ -102,6 +104,8 @@ def train(
     if cv_folds < 0 or cv_folds == 1 or label_temperature < 0:
         raise InvalidInputError(f"--cv-folds must be 0 or ≥ 2 and --label-temperature ≥ 0, got {cv_folds}, "
                                 f"{label_temperature}")
+    if not 0.0 <= feature_dropout < 1.0:
+        raise InvalidInputError(f"--feature-dropout must be in [0, 1), got {feature_dropout}")
     dest = out_dir or _default_out(data_dir, config)
     dest.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {}
@@ -140,7 +144,8 @@ def train(
         labelled, info = run.path, run.info
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
     tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
-                     target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature)
+                     target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature,
+                     feature_dropout=feature_dropout)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
     import torch
 

@@ -201,6 +201,10 @@ class TrainConfig:
     # > 1: choose weight_decay, epochs and label_temperature from CV_GRID by this many folds of the
     # training sessions (lowest mean utility regret on the left-out folds) before training
     cv_folds: int = 0
+    # > 0: each named feature slice but the query type is blanked (set to 0, the training mean after
+    # normalisation) with this probability per training row and epoch, so the router cannot lean on
+    # one group of features that happens to identify the training questions
+    feature_dropout: float = 0.0
     target_sparsity: float = 0.5  # share of zeros in W1, W2, U1, U2 after stage 2
     iht_rounds: int = 4
     iht_epochs: int = 8
@@ -290,16 +294,42 @@ def router_loss(
     return loss, parts
 
 
+def dropout_groups(dim: int) -> torch.Tensor:
+    """(G, dim) 0/1 rows, one per named feature slice of ``features.SLICES`` that ``feature_dropout``
+    may blank: every slice but the query type. Empty when ``dim`` is not the 128-d layout."""
+    from ruvllm.router import features as feat
+
+    if dim != feat.DIM:
+        return torch.zeros(0, dim)
+    rows = []
+    for name, sl in feat.SLICES.items():
+        if name != "query_type" and sl.stop > sl.start:
+            r = torch.zeros(dim)
+            r[sl] = 1.0
+            rows.append(r)
+    return torch.stack(rows)
+
+
+def _blank_groups(xs: torch.Tensor, groups: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """xs (S, T, D) with each group of ``groups`` zeroed with probability p per row."""
+    if p <= 0 or len(groups) == 0:
+        return xs
+    drop = (torch.rand(*xs.shape[:2], len(groups), generator=gen) < p).float()  # (S, T, G)
+    return xs * (1.0 - (drop @ groups).clamp(max=1.0))
+
+
 def _fit(model: FastGRNNTorch, batch: _Batch, tc: TrainConfig, epochs: int, lr: float, seed: int) -> float:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
+    groups = dropout_groups(batch.xs.shape[2]) if tc.feature_dropout > 0 else torch.zeros(0)
     S = batch.xs.shape[0]
     last = 0.0
     for _ in range(epochs):
         perm = torch.randperm(S, generator=gen)
         for start in range(0, S, tc.batch_sessions):
             b = _take(batch, perm[start : start + tc.batch_sessions])
-            loss, _ = router_loss(model(b.xs), b, model.cfg, tc)
+            xs = _blank_groups(b.xs, groups, tc.feature_dropout, gen)
+            loss, _ = router_loss(model(xs), b, model.cfg, tc)
             opt.zero_grad()
             loss.backward()
             opt.step()
