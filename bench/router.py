@@ -361,6 +361,7 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
         for split in per_seed:
             per_seed[split].append(router_metrics(comp, [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
+                           "type_prior": base.type_prior,
                            "chosen": chosen}
     for split, rows in per_seed.items():
         out[split] = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows])),
@@ -393,7 +394,8 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
              + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV: "
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
                 + "." if sp.get("cv_folds") else "")
-             + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else ""), "",
+             + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else "")
+             + (" With the per-type prior." if sp.get("type_prior") else ""), "",
              "| split | model acc | quality regret | latency regret ms | cost reduction | "
              f"within {NEAR_DELTA} of best | utility regret |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -713,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="> 1: FastGRNN weight decay, epochs, label temperature chosen by CV on the train split")
     ap.add_argument("--feature-dropout", type=float, default=0.0,
                     help="FastGRNN training: blank each feature slice but the query type with this probability")
+    ap.add_argument("--type-prior", action="store_true",
+                    help="FastGRNN: the heads also read the query-type features directly (a per-type prior)")
     ap.add_argument("--seeds", type=int, default=0,
                     help="also retrain the compressed FastGRNN with this many seeds (from --seed): the spread")
     ap.add_argument("--labelled", type=Path, default=None, help="skip phase 1: an oracle JSONL made before")
@@ -769,7 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         info = {**info, "lambda_per_s": lam, "mu_per_cost_unit": mu,
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
-    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout)
+    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout,
+                     type_prior=args.type_prior)
     if args.sweep_mu:  # without CV: one training per μ
         mus = [float(v) for v in args.sweep_mu.split(",") if v.strip()]
         cost_doc["sweep"] = sweep_mu(recs, float(info.get("lambda_per_s", args.lam)), mus, args.work,

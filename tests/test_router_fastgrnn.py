@@ -20,16 +20,17 @@ from ruvllm.router.training import FastGRNNTorch
 torch.set_num_threads(1)
 
 
-def _random_params(models: list[str], seed: int = 0) -> FastGRNNParams:
-    cfg = FastGRNNConfig(models=models, hidden=32, w_rank=8, u_rank=4)
+def _random_params(models: list[str], seed: int = 0, prior: tuple[int, int] = (0, 0)) -> FastGRNNParams:
+    cfg = FastGRNNConfig(models=models, hidden=32, w_rank=8, u_rank=4, prior_slice=prior)
     p = FastGRNNParams.init(cfg, seed=seed)
     rng = np.random.default_rng(seed + 1)
     arrays = {k: (v + rng.standard_normal(v.shape).astype(np.float32) * 0.3) for k, v in p.arrays.items()}
     return FastGRNNParams(cfg, arrays)
 
 
-def test_numpy_forward_equals_torch_forward() -> None:
-    params = _random_params(["a", "b", "c"])
+@pytest.mark.parametrize("prior", [(0, 0), (26, 32)])
+def test_numpy_forward_equals_torch_forward(prior: tuple[int, int]) -> None:
+    params = _random_params(["a", "b", "c"], prior=prior)
     xs = np.random.default_rng(3).standard_normal((5, 4, 128)).astype(np.float32)  # (B, T, D)
     with torch.no_grad():
         ref = FastGRNNTorch.from_params(params)(torch.from_numpy(xs)).numpy()  # (B, T, n_out)
@@ -41,6 +42,8 @@ def test_numpy_forward_equals_torch_forward() -> None:
     for t in range(4):
         _, h2 = params.step(xs[2, t], h2)
     assert h2 is not None and np.allclose(h2, h, atol=1e-6)
+    first = params.step(xs[2, 0])[0]
+    assert np.allclose(first.model_probs, params.decode(ref[2, 0]).model_probs, atol=1e-5)
     # and the round trip torch → numpy keeps every tensor
     back = FastGRNNTorch.from_params(params).to_params()
     for k in params.arrays:
@@ -168,3 +171,29 @@ def test_feature_input_from_search_matches_the_training_construction() -> None:
     assert np.allclose(extract(fi), extract(ref))  # … and with it set, they agree
     empty = feature_input_from_search("hi", None)
     assert extract(empty).shape == (128,)
+
+
+def test_the_type_prior_reads_its_slice_and_survives_save_and_load(tmp_path) -> None:
+    params = _random_params(["a", "b"], prior=(26, 32))
+    assert params.arrays["prior_w"].shape == (params.config.n_out, 6)
+    x = np.zeros(128, np.float32)
+    y = x.copy()
+    y[27] = 1.0  # only the type slice differs: only the prior moves the output
+    hx, hy = params.hidden0(), params.hidden0()
+    hx, hy = params.cell(x, hx), params.cell(y, hy)
+    assert np.allclose(params.heads(hy, y) - params.heads(hy, x), params.arrays["prior_w"][:, 1], atol=1e-6)
+    for int8 in (False, True):
+        params.save(tmp_path / f"p{int8}", int8=int8)
+        back = FastGRNNParams.load(tmp_path / f"p{int8}")
+        assert back.config.prior_slice == (26, 32)
+        step = np.abs(params.arrays["prior_w"]).max() / 127  # int8: within one quantisation step
+        assert np.allclose(back.arrays["prior_w"], params.arrays["prior_w"], atol=step)
+    # a checkpoint written before the prior existed has no prior_slice: it loads without one
+    plain = _random_params(["a", "b"])
+    plain.save(tmp_path / "old", int8=False)
+    doc = json.loads((tmp_path / "old.json").read_text())
+    del doc["config"]["prior_slice"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = FastGRNNParams.load(tmp_path / "old")
+    assert old.config.prior_slice == (0, 0) and "prior_w" not in old.arrays
+    assert np.array_equal(old.step(x)[1], plain.step(x)[1])

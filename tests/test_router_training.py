@@ -273,3 +273,30 @@ def test_feature_dropout_keeps_the_router_off_a_shortcut_feature() -> None:
                        test)["model_accuracy"]
     assert dropped > plain + 0.1, (plain, dropped)
     assert dropped > 0.9
+
+
+def test_with_the_type_prior_strong_decay_leaves_a_per_type_table() -> None:
+    """Labels follow the query type, the other 122 dims are noise. With weight decay 0.3 the plain
+    router decays towards one answer for everything; with the type prior it keeps the per-type
+    choice, so its held-out accuracy is that of the table."""
+    from ruvllm.router.features import Q_TYPE
+
+    def data(n_sessions: int, seed: int) -> RouterDataset:
+        base = toy(n_sessions, seed)
+        rng = np.random.default_rng(seed + 20)
+        x = base.x.copy()
+        qtype = rng.integers(0, 6, len(x))
+        y = (qtype % 2).astype(np.int64)  # small for even types, large for odd ones
+        x[:, Q_TYPE] = np.where(np.eye(6, dtype=bool)[qtype], 1.5, -0.4)
+        u = np.zeros((len(x), 2, 5), np.float32)
+        u[np.arange(len(x)), y, base.y_ctx] = 1.0
+        return RouterDataset(x, base.session, y, base.y_ctx, base.y_temp, base.y_top_p, u)
+
+    train, test = data(60, 0), data(40, 1)
+    strong = replace(FAST, weight_decay=0.3, epochs=40)
+    plain = train_dense(train, ["small", "large"], strong).to_params()
+    prior = train_dense(train, ["small", "large"], replace(strong, type_prior=True)).to_params()
+    assert prior.config.prior_slice == (Q_TYPE.start, Q_TYPE.stop)
+    assert "prior_w" not in plain.arrays
+    acc_plain, acc_prior = evaluate(plain, test)["model_accuracy"], evaluate(prior, test)["model_accuracy"]
+    assert acc_prior > 0.95 and acc_prior > acc_plain + 0.2, (acc_plain, acc_prior)

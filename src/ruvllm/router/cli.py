@@ -85,6 +85,8 @@ def train(
                                                           "one-hot oracle model (ignored with --cv-folds).")] = 0.0,
     feature_dropout: Annotated[float, typer.Option(help="Blank each feature slice but the query type with this "
                                                         "probability per training row (0 = off).")] = 0.0,
+    type_prior: Annotated[bool, typer.Option(help="The heads also read the query-type features directly: a "
+                                                  "per-type prior the cell adds to.")] = False,
     resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
                                               "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
@@ -145,7 +147,7 @@ def train(
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
     tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
                      target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature,
-                     feature_dropout=feature_dropout)
+                     feature_dropout=feature_dropout, type_prior=type_prior)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
     import torch
 

@@ -15,6 +15,11 @@ queries, so h carries what the session asked so far. Heads read h' (H) and give:
     top_p                 σ(·)     ∈ [0, 1]
     confidence            σ(·)     ∈ [0, 1], trained to be P(chosen model = oracle's model)
 
+Optionally (``FastGRNNConfig.prior_slice``, ``ruvllm router train --type-prior``) the heads also
+read the query-type slice of x straight through ``prior_w``: a per-type prior that the cell's
+contribution adds to, so a strongly regularised router falls back to a per-type table instead of
+to one constant answer.
+
 This file is the inference side: numpy only, no torch import (torch costs seconds and
 hundreds of MB at start-up). The torch twin used for training lives in ``training.py`` and
 shares the parameter names below, so ``FastGRNNParams`` is the hand-off between the two.
@@ -51,6 +56,14 @@ class FastGRNNConfig:
     context_bins: tuple[int, ...] = CONTEXT_BINS
     zeta_init: float = 1.0
     nu_init: float = -4.0
+    # [start, stop) of input dims the heads also read directly, ``prior_w`` (n_out × width): a
+    # per-query-type prior that the cell adds to (features.Q_TYPE); (0, 0) = none, as in checkpoints
+    # made before it existed
+    prior_slice: tuple[int, int] = (0, 0)
+
+    @property
+    def prior_width(self) -> int:
+        return max(0, self.prior_slice[1] - self.prior_slice[0])
 
     @property
     def n_models(self) -> int:
@@ -75,6 +88,7 @@ def param_shapes(cfg: FastGRNNConfig) -> dict[str, tuple[int, ...]]:
         "nu": (1,),
         "head_w": (cfg.n_out, H),  # all heads stacked
         "head_b": (cfg.n_out,),
+        **({"prior_w": (cfg.n_out, cfg.prior_width)} if cfg.prior_width else {}),
     }
 
 
@@ -122,7 +136,7 @@ class FastGRNNParams:
         rng = np.random.default_rng(seed)
         arrays: dict[str, F32] = {}
         for name, shape in param_shapes(cfg).items():
-            if name in ("b_z", "b_h", "head_b"):
+            if name in ("b_z", "b_h", "head_b", "prior_w"):
                 arrays[name] = np.zeros(shape, np.float32)
             elif name == "zeta":
                 arrays[name] = np.full(shape, cfg.zeta_init, np.float32)
@@ -144,14 +158,18 @@ class FastGRNNParams:
         h_tilde = np.tanh(pre + a["b_h"])  # (H,)
         return ((self._zeta * (1.0 - z) + self._nu) * h_tilde + z * h).astype(np.float32)
 
-    def heads(self, h: F32) -> F32:
-        """h (H,) → raw head outputs (n_out,)."""
-        return self.arrays["head_w"] @ h + self.arrays["head_b"]
+    def heads(self, h: F32, x: F32 | None = None) -> F32:
+        """h (H,) → raw head outputs (n_out,); with a prior slice, plus ``prior_w`` @ x[slice]."""
+        out = self.arrays["head_w"] @ h + self.arrays["head_b"]
+        if self.config.prior_width and x is not None:
+            a, b = self.config.prior_slice
+            out = out + self.arrays["prior_w"] @ x[a:b]
+        return out
 
     def step(self, x: F32, h: F32 | None = None) -> tuple[RouterOutput, F32]:
         """Normalised features x (D,) and the session's state → decision outputs and the new state."""
         h_new = self.cell(x, self.hidden0() if h is None else h)
-        return self.decode(self.heads(h_new)), h_new
+        return self.decode(self.heads(h_new, x)), h_new
 
     def decode(self, out: F32) -> RouterOutput:
         M, C = self.config.n_models, len(self.config.context_bins)
@@ -168,7 +186,7 @@ class FastGRNNParams:
         outs = np.empty((len(xs), self.config.n_out), dtype=np.float32)
         for t in range(len(xs)):
             h = self.cell(xs[t], h)
-            outs[t] = self.heads(h)
+            outs[t] = self.heads(h, xs[t])
         return outs, h
 
     def forward_batch(self, xs: F32, lengths: npt.NDArray[np.int64] | None = None) -> F32:
@@ -182,6 +200,9 @@ class FastGRNNParams:
             z = _sigmoid(pre + a["b_z"])
             h = ((self._zeta * (1.0 - z) + self._nu) * np.tanh(pre + a["b_h"]) + z * h).astype(np.float32)
             outs[:, t] = h @ a["head_w"].T + a["head_b"]  # (B, n_out)
+        if self.config.prior_width:
+            lo, hi = self.config.prior_slice
+            outs += xs[..., lo:hi] @ a["prior_w"].T
         return outs
 
     # ---- size ---------------------------------------------------------------------
@@ -252,6 +273,7 @@ class FastGRNNParams:
             raise StoreCorruptError(f"{js} is not a {FORMAT} file (format={found!r})")
         c = dict(doc["config"])
         c["context_bins"] = tuple(c["context_bins"])
+        c["prior_slice"] = tuple(c.get("prior_slice", (0, 0)))
         cfg = FastGRNNConfig(**c)
         try:
             with np.load(npz) as data:

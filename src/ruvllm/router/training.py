@@ -38,7 +38,7 @@ from torch import nn
 from ruvllm.errors import InvalidInputError
 from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
-from ruvllm.router.features import Normalizer
+from ruvllm.router.features import DIM, Q_TYPE, Normalizer
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -131,6 +131,7 @@ class FastGRNNTorch(nn.Module):
     nu: nn.Parameter  # (1,)
     head_w: nn.Parameter  # (n_out, H)
     head_b: nn.Parameter  # (n_out,)
+    prior_w: nn.Parameter  # (n_out, prior width), only with a prior slice
 
     def __init__(self, cfg: FastGRNNConfig, seed: int = 0):
         super().__init__()
@@ -156,7 +157,11 @@ class FastGRNNTorch(nn.Module):
             h = (zeta * (1.0 - z) + nu) * h_tilde + z * h
             hs.append(h)
         hseq = torch.stack(hs, dim=1)  # (B, T, H)
-        return hseq @ self.head_w.T + self.head_b  # (B, T, n_out)
+        out = hseq @ self.head_w.T + self.head_b  # (B, T, n_out)
+        if self.cfg.prior_width:
+            lo, hi = self.cfg.prior_slice
+            out = out + xs[..., lo:hi] @ self.prior_w.T
+        return out
 
     def apply_masks(self) -> None:
         with torch.no_grad():
@@ -205,6 +210,9 @@ class TrainConfig:
     # normalisation) with this probability per training row and epoch, so the router cannot lean on
     # one group of features that happens to identify the training questions
     feature_dropout: float = 0.0
+    # the heads also read the query-type slice directly (FastGRNNConfig.prior_slice): with strong
+    # weight decay the router becomes a per-type table rather than a constant (128-d inputs only)
+    type_prior: bool = False
     target_sparsity: float = 0.5  # share of zeros in W1, W2, U1, U2 after stage 2
     iht_rounds: int = 4
     iht_epochs: int = 8
@@ -342,8 +350,9 @@ def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
                 context_bins: Sequence[int] = CONTEXT_BINS) -> FastGRNNTorch:
     """Stage 1: the dense FastGRNN on ``data`` (normalised features); ``y_ctx`` indexes ``context_bins``."""
     torch.manual_seed(tc.seed)
+    prior = (Q_TYPE.start, Q_TYPE.stop) if tc.type_prior and data.x.shape[1] == DIM else (0, 0)
     cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
-                         u_rank=tc.u_rank, context_bins=tuple(context_bins))
+                         u_rank=tc.u_rank, context_bins=tuple(context_bins), prior_slice=prior)
     model = FastGRNNTorch(cfg, seed=tc.seed)
     _fit(model, _train_batch(data, tc, len(models)), tc, tc.epochs, tc.lr, tc.seed)
     return model
