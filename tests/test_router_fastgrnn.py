@@ -196,4 +196,6 @@ def test_the_type_prior_reads_its_slice_and_survives_save_and_load(tmp_path) -> 
     (tmp_path / "old.json").write_text(json.dumps(doc))
     old = FastGRNNParams.load(tmp_path / "old")
     assert old.config.prior_slice == (0, 0) and "prior_w" not in old.arrays
+    with pytest.raises(StoreCorruptError):  # a prior that is not a slice of the input
+        FastGRNNParams.init(FastGRNNConfig(models=["a", "b"], input_dim=16, prior_slice=(26, 32)))
     assert np.array_equal(old.step(x)[1], plain.step(x)[1])

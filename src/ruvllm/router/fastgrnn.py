@@ -118,6 +118,10 @@ class FastGRNNParams:
     meta: dict[str, Any] = field(default_factory=dict)  # sparsity, quantisation, training report
 
     def __post_init__(self) -> None:
+        lo, hi = self.config.prior_slice
+        if not 0 <= lo <= hi <= self.config.input_dim:
+            raise StoreCorruptError(f"FastGRNN prior_slice {self.config.prior_slice} is not a slice of the "
+                                    f"{self.config.input_dim}-d input")
         shapes = param_shapes(self.config)
         for name, shape in shapes.items():
             if name not in self.arrays or tuple(self.arrays[name].shape) != shape:
