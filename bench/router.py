@@ -341,14 +341,12 @@ SEED_KEYS = ("model_accuracy", "quality_regret_vs_large_1to5", "latency_regret_v
              "cost_reduction_vs_large", "near_optimal", "utility_regret")
 
 
-def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], base: Any = None) -> dict[str, Any]:
+def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], base: Any) -> dict[str, Any]:
     """The compressed FastGRNN trained with each seed on the same labels and split: mean, sd, min and
     max of its test metrics, so one lucky or unlucky initialisation is not the headline. ``base``: the
     training configuration (a ``TrainConfig``) but for the seed."""
     from ruvllm.router.fastgrnn import FastGRNNParams
-    from ruvllm.router.training import TrainConfig, train_from_oracle
-
-    base = base or TrainConfig()
+    from ruvllm.router.training import train_from_oracle
 
     ref = _large_ref([r for r in recs if r.split == "train"])
     per_seed: dict[str, list[dict[str, float]]] = {"test_seen": [], "test_unseen": []}

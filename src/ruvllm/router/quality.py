@@ -367,6 +367,7 @@ _NONE_SAID = re.compile(r"\b(?:takes|accepts|has|requires)\s+no\s+(?:[\w-]+\s+)?
 _LIST = re.compile(r"\b(?:arguments?|parameters?|args|accepts|takes)\b[^.:\n]{0,40}?(?::|\bincluding\b|\bare\b|,)"
                    r"\s*([^\n]*?)(?:\.(?!\w)|\bwhich\b|\bthat\b|$)", re.I)
 _BACKTICKED = re.compile(r"`\*{0,2}([A-Za-z_]\w*)`")
+_LISTED = re.compile(r"\*{0,2}([A-Za-z_]\w*)(?:\s*=\s*\S+)?")  # one item of a prose list: a bare name
 _NOT_PARAMS = {"self", "cls", "None", "True", "False", "bytes", "str", "int", "float", "bool", "list", "dict",
                "tuple", "set", "object", "type", "bytearray", "callable", "iterable", "function"}
 
@@ -421,12 +422,18 @@ def _paren_after(text: str, start: int) -> str | None:
     return None
 
 
+def _gold_inner(gold: str) -> str | None:
+    """The inside of a signature gold's parentheses; None when it has none or is ``(...)``."""
+    at = gold.find("(")
+    inner = _paren_after(gold, at) if at >= 0 else None
+    return None if inner is None or inner.strip() == "..." else inner
+
+
 def gold_parameters(gold: str) -> list[str] | None:
     """The parameter names of a signature gold (``b32decode(s, casefold=False, map01=None)``); None
     when the gold has no inspectable signature (``defaultdict(...)``)."""
-    at = gold.find("(")
-    inner = _paren_after(gold, at) if at >= 0 else None
-    if inner is None or inner.strip() == "...":
+    inner = _gold_inner(gold)
+    if inner is None:
         return None
     names = _param_names(inner)
     return None if names is None else [n for n in names if n not in ("self", "cls")]
@@ -469,23 +476,24 @@ def signature_quality(answer: str, gold: str, symbol: str) -> float | None:
             claimed = set(names) - {"self", "cls"}
             break
     prose = claimed is None
+    none_said = prose and _NONE_SAID.search(answer) is not None
     if prose:
-        if _NONE_SAID.search(answer):
+        if none_said:
             claimed = set()
         else:
             claimed = {n for n in gold_set if _mentioned(n, answer)}
             listed = set(_BACKTICKED.findall(answer))
             for lst in _LIST.findall(answer):
                 for item in re.split(r",|\band\b|\bor\b", lst):
-                    item = item.strip().strip("`'\"").strip()
-                    if re.fullmatch(r"\*{0,2}[A-Za-z_]\w*(?:\s*=\s*\S+)?", item):
-                        listed.add(_PARAM.match(item).group(1))  # type: ignore[union-attr]
+                    one = _LISTED.fullmatch(item.strip().strip("`'\"").strip())
+                    if one:
+                        listed.add(one.group(1))
             module_parts = set(symbol.split("."))
             claimed |= {n for n in listed if n not in _NOT_PARAMS and n not in module_parts
                         and not n.startswith("__") and not keyword.iskeyword(n)}
     assert claimed is not None
     if not gold_set or not claimed:
-        score = 1.0 if gold_set == claimed and (not prose or _NONE_SAID.search(answer)) else 0.0
+        score = 1.0 if gold_set == claimed and (not prose or none_said) else 0.0
     else:
         hit = len(gold_set & claimed)
         score = 0.0 if hit == 0 else 2 * hit / (len(gold_set) + len(claimed))
@@ -502,8 +510,7 @@ def signature_quality(answer: str, gold: str, symbol: str) -> float | None:
 
 def _required_count(gold: str) -> int:
     """How many of the gold's parameters have no default and are not ``*args`` / ``**kwargs``."""
-    at = gold.find("(")
-    inner = _paren_after(gold, at) or ""
+    inner = _gold_inner(gold) or ""
     return sum(1 for i in _split_top(inner) if i not in ("/", "*") and "=" not in i and not i.startswith("*"))
 
 

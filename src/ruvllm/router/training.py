@@ -38,7 +38,7 @@ from torch import nn
 from ruvllm.errors import InvalidInputError
 from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
-from ruvllm.router.features import DIM, Q_TYPE, Normalizer
+from ruvllm.router.features import DIM, Q_TYPE, SLICES, Normalizer
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -305,12 +305,10 @@ def router_loss(
 def dropout_groups(dim: int) -> torch.Tensor:
     """(G, dim) 0/1 rows, one per named feature slice of ``features.SLICES`` that ``feature_dropout``
     may blank: every slice but the query type. Empty when ``dim`` is not the 128-d layout."""
-    from ruvllm.router import features as feat
-
-    if dim != feat.DIM:
+    if dim != DIM:
         return torch.zeros(0, dim)
     rows = []
-    for name, sl in feat.SLICES.items():
+    for name, sl in SLICES.items():
         if name != "query_type" and sl.stop > sl.start:
             r = torch.zeros(dim)
             r[sl] = 1.0
