@@ -64,8 +64,12 @@ def _tables(recs: list[Any]) -> dict[str, np.ndarray]:
 NEAR_DELTA = 0.02
 
 
-def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: tuple[int, int]) -> dict[str, float]:
-    """Decision metrics of choices (m, c) against the oracle and against always-large."""
+def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: tuple[int, int],
+            first: np.ndarray | None = None) -> dict[str, float]:
+    """Decision metrics of choices (m, c) against the oracle and against always-large.
+
+    ``first``: per question, the model of a first answer that failed its check and was escalated
+    (-1 where none was): a cascade pays that answer's latency and cost too (``replay_safety``)."""
     n = len(m)
     rows = np.arange(n)
     U = t["utility"]
@@ -76,20 +80,29 @@ def metrics(m: np.ndarray, c: np.ndarray, t: dict[str, np.ndarray], large_ref: t
     q_large = t["quality"][:, lm, lc]
     cost = t["cost"][rows, m, c]
     cost_large = t["cost"][:, lm, lc]
+    lat = t["latency_ms"][rows, m, c]
+    u = U[rows, m, c]
+    if first is not None:
+        ran = first >= 0
+        f = np.where(ran, first, 0)
+        lat = lat + np.where(ran, t["latency_ms"][rows, f, c], 0.0)
+        cost = cost + np.where(ran, t["cost"][rows, f, c], 0.0)
+        # U = Q − λ·L − μ·C, so the first answer's latency and cost weigh U₁ − Q₁ in utility
+        u = u + np.where(ran, U[rows, f, c] - t["quality"][rows, f, c], 0.0)
     return {
         "model_accuracy": float((m == om).mean()),
         "joint_accuracy": float(((m == om) & (c == oc)).mean()),
         "quality_1to5": float(1 + 4 * q.mean()),
         "quality_regret_vs_large_1to5": float(4 * (q_large.mean() - q.mean())),
-        "latency_ms": float(t["latency_ms"][rows, m, c].mean()),
-        "latency_regret_vs_oracle_ms": float((t["latency_ms"][rows, m, c] - t["latency_ms"][rows, om, oc]).mean()),
+        "latency_ms": float(lat.mean()),
+        "latency_regret_vs_oracle_ms": float((lat - t["latency_ms"][rows, om, oc]).mean()),
         "cost_reduction_vs_large": float(1 - cost.sum() / cost_large.sum()),
         # the model choice alone: against the large model at the same context sizes as these choices
         "cost_reduction_model_only": float(1 - cost.sum() / t["cost"][rows, lm, c].sum()),
         "large_call_share": float((m == U.shape[1] - 1).mean()),
-        "utility_regret": float((U.reshape(n, -1).max(1) - U[rows, m, c]).mean()),
+        "utility_regret": float((U.reshape(n, -1).max(1) - u).mean()),
         # the decision (model and context) is worth at least the oracle's utility − NEAR_DELTA
-        "near_optimal": float((U[rows, m, c] >= U.reshape(n, -1).max(1) - NEAR_DELTA).mean()),
+        "near_optimal": float((u >= U.reshape(n, -1).max(1) - NEAR_DELTA).mean()),
     }
 
 
@@ -172,6 +185,7 @@ def _with_embeddings(data: Any, recs: list[Any]) -> Any:
 
 
 def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
+    from ruvllm.config import RouterConfig
     from ruvllm.router.baselines import (
         FixedRouter,
         KNNRouter,
@@ -180,11 +194,13 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
         RandomRouter,
         ThresholdRouter,
     )
+    from ruvllm.router.cascade import CascadePolicy
     from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.oracle import load_labelled
     from ruvllm.router.training import datasets_from_records, predict
 
     recs = load_labelled(labelled)
+    contexts, context_note = prompt_contexts(recs)
     dense = FastGRNNParams.load(model_dir / "router_dense")
     comp = FastGRNNParams.load(model_dir / "router")
     norm = dense.normalizer
@@ -232,6 +248,15 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
             res[name]["accuracy_when_confident_0.5"] = float(correct[sure].mean()) if sure.any() else 0.0
             res[name]["share_confident_0.5"] = float(sure.mean())
             sc[name] = (probs[:, -1], pc, pc)
+            if name.startswith("FastGRNN compressed"):
+                for row, fields in SAFETY.items():
+                    policy = CascadePolicy.from_router_config(RouterConfig(**fields))
+                    if policy.quality_threshold > 0 and contexts is None:
+                        continue
+                    fm, first, fell = replay_safety(pm, pc, conf, by[split], policy, contexts)
+                    res[row] = metrics(fm, pc, t, large_ref, first)
+                    res[row]["fallback_share"] = float(fell.mean())
+                    res[row]["escalated_share"] = float((first >= 0).mean())
         d_emb = _with_embeddings(d, by[split])
         for name, r in routers.items():
             dd = d_emb if name == EMB_KNN else d
@@ -284,7 +309,134 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
             "sizes_kb": {"dense_fp32": dense.size_bytes(32) / 1024, "compressed_int8": comp.size_bytes(8) / 1024,
                          "dense_file": (model_dir / "router_dense.npz").stat().st_size / 1024,
                          "compressed_file": (model_dir / "router.npz").stat().st_size / 1024},
-            "n_params": dense.n_params(), "sparsity": comp.sparsity()}
+            "n_params": dense.n_params(), "sparsity": comp.sparsity(),
+            "safety": {"confidence_threshold": RouterConfig().confidence_threshold,
+                       "quality_threshold": CascadePolicy.quality_threshold,
+                       "contexts": context_note if contexts is not None else "",
+                       "cascade_skipped": context_note if contexts is None else ""}}
+
+
+# --------------------------------------------------------------------------------------
+# safety (router/cascade.py) replayed on the stored answers
+# --------------------------------------------------------------------------------------
+
+# row name → the RouterConfig fields the orchestrator would run the compressed router with
+SAFETY = {
+    "FastGRNN compressed + fallback (default config)": {},
+    "FastGRNN compressed + fallback + cascade": {"cascade": True},
+    "FastGRNN compressed + cascade only": {"cascade": True, "confidence_threshold": 0.0},
+}
+
+
+def prompt_contexts(recs: list[Any]) -> tuple[dict[str, list[list[list[str]]]] | None, str]:
+    """Per record id, model and context size: the doc texts the oracle's prompt held (``built.used``),
+    which the cascade's grounding check reads. Rebuilt, not stored: the same exact retrieval over
+    the same docstrings (``pipeline.build_labels``; each record's stored hit scores must come out
+    again), packed by ``build_prompt`` with each model's own tokenizer (loaded vocab-only) at the
+    bin's budget (the oracle's n_ctx of 2048 leaves every bin up to 1024 whole).
+    Returns (contexts, a caveat or "") or (None, why they cannot be rebuilt)."""
+    from ruvllm.config import Config
+    from ruvllm.llm import Registry
+    from ruvllm.llm.prompt import ContextItem, build_prompt
+    from ruvllm.router.oracle import QA_MODULES, DocRetriever, stdlib_corpus
+    from ruvllm.router.pipeline import make_embed
+
+    if not recs or not all(r.answers for r in recs):
+        return None, "the records hold no answers (synthetic labels)"
+    import llama_cpp
+
+    cfg = Config.load(None)
+    reg = Registry(cfg.models_path, extra=cfg.llm.paths)
+    packers = {}
+    for m in recs[0].models:
+        if not reg.is_installed(m):
+            return None, f"model {m} is not installed (its tokenizer packs the prompt)"
+        vocab = llama_cpp.Llama(model_path=str(reg.path(m)), vocab_only=True, verbose=False)
+        packers[m] = (reg.spec(m).prompt_style,
+                      lambda text, v=vocab: len(v.tokenize(text.encode("utf-8"), add_bos=False, special=False)))
+    embed, _ = make_embed("sentence")
+    retriever = DocRetriever(stdlib_corpus(QA_MODULES, per_module=8), embed, k=8)
+    qvecs = np.asarray(embed([r.query for r in recs]), dtype=np.float32)
+    out: dict[str, list[list[list[str]]]] = {}
+    differ = 0
+    for r, q in zip(recs, qvecs, strict=True):
+        ret = retriever.search_vec(q)
+        stored = r.features.get("hit_scores", [])
+        differ += len(stored) != len(ret.scores) or not np.allclose(stored, ret.scores, atol=2e-3)
+        ctx = [ContextItem(k, t, sc, source=k, hop=d)
+               for k, t, sc, d in zip(ret.keys, ret.texts, ret.scores, ret.depths, strict=True)]
+        out[r.id] = [[[c.text for c in build_prompt(r.query, ctx, style=style, context_budget=b,
+                                                    count_tokens=count).used]
+                      for b in r.context_bins]
+                     for style, count in (packers[m] for m in r.models)]
+    if differ:  # labels made before the docs lost their memory addresses (oracle._signature)
+        return out, (f"the retrieval of {differ} of {len(recs)} questions does not reproduce their stored hit "
+                     "scores; their prompts' docs are today's retrieval")
+    return out, ""
+
+
+def replay_safety(pm: np.ndarray, pc: np.ndarray, conf: np.ndarray, recs: list[Any], policy: Any,
+                  contexts: dict[str, list[list[list[str]]]] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the orchestrator does around the router's decisions (pm, pc, confidence), replayed on the
+    stored answers with the production functions: ``cascade.fallback`` before generation, then
+    ``cascade.escalate`` on the answer as served (``clean_answer``) and, when the policy checks
+    quality, its grounding in the docs the prompt held. Models are ordered small to large as in the
+    records. Returns (final model, model of a failed first answer or -1, fell back)."""
+    from ruvllm import judge
+    from ruvllm.llm.prompt import clean_answer
+    from ruvllm.router import cascade
+    from ruvllm.router.base import Decision
+
+    models = list(recs[0].models)
+    sizes = {m: float(i) for i, m in enumerate(models)}
+    n = len(recs)
+    final, first, fell = np.empty(n, dtype=int), np.full(n, -1), np.zeros(n, dtype=bool)
+    for i, r in enumerate(recs):
+        routed = Decision(models[pm[i]], r.context_bins[pc[i]], 0.0, 1.0, float(conf[i]))
+        d = cascade.fallback(routed, models, sizes, policy)
+        fell[i] = d.model != routed.model
+        m = models.index(d.model)
+        if r.answers:  # synthetic records have none: nothing to check
+            answer = clean_answer(r.answers[m][pc[i]])
+            quality = None
+            if policy.cascade and policy.quality_threshold > 0:
+                if contexts is None:
+                    raise ValueError("a grounding check needs the prompts' contexts (prompt_contexts)")
+                quality = judge.grounding(answer, contexts[r.id][m][pc[i]])
+            nxt = cascade.escalate(d, answer, quality, models, sizes, policy)
+            if nxt is not None:
+                first[i], m = m, models.index(nxt.model)
+        final[i] = m
+    return final, first, fell
+
+
+def safety_markdown(doc: dict[str, Any]) -> list[str]:
+    safety = doc.get("safety")
+    if not safety:
+        return []
+    lines = ["## Safety replayed (router/cascade.py on the stored answers)", "",
+             "The orchestrator does not serve the router's bare decision: a decision whose confidence is below "
+             f"`router.confidence_threshold` ({safety['confidence_threshold']}) goes to the largest model "
+             "(fallback), an empty answer goes once to the next larger model, and with `router.cascade = true` "
+             f"so does an answer grounded below {safety['quality_threshold']} in its prompt's docs or one that "
+             "says it does not know. These rows replay those functions on the labelled answers; an escalated "
+             "question pays both answers' latency and cost.", ""]
+    if safety.get("cascade_skipped"):
+        lines += [f"Cascade rows left out: {safety['cascade_skipped']}.", ""]
+    if safety.get("contexts"):
+        lines += [f"Grounding contexts: {safety['contexts']}.", ""]
+    lines += ["| router | split | fell back | escalated | quality regret | latency regret ms | cost reduction | "
+              "utility regret |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for split, title in (("test_seen", "seen"), ("test_unseen", "held-out")):
+        for name in ("FastGRNN compressed (sparse+int8)", *SAFETY):
+            r = doc["results"][split].get(name)
+            if r is None:
+                continue
+            lines.append(f"| {name} | {title} | {r.get('fallback_share', 0):.1%} | {r.get('escalated_share', 0):.1%} | "
+                         f"{r['quality_regret_vs_large_1to5']:+.3f} | {r['latency_regret_vs_oracle_ms']:+.0f} | "
+                         f"{r['cost_reduction_vs_large']:.1%} | {r['utility_regret']:.4f} |")
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------------------
@@ -637,6 +789,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"Always-large = the largest model at {doc['always_large_context']} context tokens, its best mean "
                   "quality on the training split; cost reduction is against it, \"model only\" against the "
                   "largest model at each router's own context sizes.", ""]
+    lines += safety_markdown(doc)
     lines += cv_markdown(doc)
     lines += seeds_markdown(doc)
     lines += sweep_markdown(doc)

@@ -1,12 +1,15 @@
-"""bench/router.py's label-ceiling helpers: the pattern lookup, paraphrase agreement, near ties and
-the "within δ of the oracle" decision metric."""
+"""bench/router.py's label-ceiling helpers (the pattern lookup, paraphrase agreement, near ties, the
+"within δ of the oracle" decision metric) and its replay of the safety functions on stored answers."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
-from bench.router import NEAR_DELTA, metrics, near_ties, paraphrase_agreement, pattern_lookup
+import pytest
+from bench.router import NEAR_DELTA, metrics, near_ties, paraphrase_agreement, pattern_lookup, replay_safety
+from ruvllm.config import RouterConfig
+from ruvllm.router.cascade import CascadePolicy
 
 
 def rec(id_: str, qtype: str, best: int, utility: list[list[float]], split: str = "train") -> SimpleNamespace:
@@ -56,3 +59,53 @@ def test_near_optimal_counts_decisions_worth_the_oracles_utility_minus_delta() -
     got = metrics(m, c, t, (1, 0))
     assert got["model_accuracy"] == 1 / 3  # only row 2's model is the oracle's
     assert np.isclose(got["near_optimal"], 1 / 3)  # only row 0's decision is within δ
+
+
+def test_a_cascade_pays_for_the_failed_first_answer() -> None:
+    q = np.array([[[0.2], [0.9]]])
+    lat = np.array([[[100.0], [400.0]]])
+    cost = np.array([[[1.0], [3.0]]])
+    u = q - 0.02 * lat / 1000 - 0.1 * cost
+    t = {"utility": u, "quality": q, "latency_ms": lat, "cost": cost}
+    m, c = np.array([1]), np.array([0])
+    plain = metrics(m, c, t, (1, 0))
+    cascaded = metrics(m, c, t, (1, 0), first=np.array([0]))
+    assert plain["latency_ms"] == 400 and cascaded["latency_ms"] == 500
+    assert plain["cost_reduction_vs_large"] == 0 and np.isclose(cascaded["cost_reduction_vs_large"], -1 / 3)
+    assert plain["quality_1to5"] == cascaded["quality_1to5"]  # the served answer is the second one
+    # the first answer costs its own latency and cost weights in utility: 0.02·0.1 s + 0.1·1
+    assert np.isclose(cascaded["utility_regret"] - plain["utility_regret"], 0.102)
+    assert metrics(m, c, t, (1, 0), first=np.array([-1])) == plain
+
+
+def test_replay_safety_runs_the_orchestrators_fallback_and_cascade() -> None:
+    models = ["tiny", "mid", "large"]
+    docs = "json.dumps serializes an object to a JSON formatted string"
+
+    def rec(id_: str, answer: str) -> SimpleNamespace:
+        return SimpleNamespace(id=id_, models=models, context_bins=[256, 1024],
+                               answers=[[answer, answer], ["a mid answer", ""], ["a large answer", ""]])
+
+    recs = [rec("sure", "json.dumps serializes an object to a JSON string"),
+            rec("unsure", "json.dumps serializes an object to a JSON string"),
+            rec("empty", "   "),
+            rec("dont-know", "I don't know."),
+            rec("ungrounded", "It launches rockets towards distant planets quickly"),
+            rec("at-1024", "json.dumps serializes an object to a JSON string")]
+    pm, pc = np.zeros(6, dtype=int), np.array([0, 0, 0, 0, 0, 1])
+    conf = np.array([0.9, 0.2, 0.9, 0.9, 0.9, 0.9])
+    contexts = {r.id: [[[docs], [docs]]] * 3 for r in recs}
+
+    deployed = CascadePolicy.from_router_config(RouterConfig())
+    final, first, fell = replay_safety(pm, pc, conf, recs, deployed, contexts)
+    assert fell.tolist() == [False, True, False, False, False, False]  # confidence 0.2 < 0.5 → largest
+    assert final.tolist() == [0, 2, 1, 0, 0, 0]  # an empty answer goes one step up even without cascade
+    assert first.tolist() == [-1, -1, 0, -1, -1, -1]
+
+    cascade = CascadePolicy.from_router_config(RouterConfig(cascade=True, confidence_threshold=0.0))
+    final, first, fell = replay_safety(pm, pc, conf, recs, cascade, contexts)
+    assert not fell.any()
+    assert final.tolist() == [0, 0, 1, 1, 1, 0]  # "I don't know" and an answer not in the docs escalate too
+    assert first.tolist() == [-1, -1, 0, 0, 0, -1]
+    with pytest.raises(ValueError, match="contexts"):
+        replay_safety(pm, pc, conf, recs, cascade, None)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -87,6 +88,15 @@ def test_qa_set_is_reproducible_and_split_by_symbol() -> None:
     # sessions never mix splits
     for s in {i.session for i in a}:
         assert len({i.split for i in a if i.session == s}) == 1
+
+
+def test_docs_and_gold_carry_no_memory_addresses() -> None:
+    """difflib.IS_LINE_JUNK's default is ``<built-in method match of re.Pattern object at 0x…>``: with
+    the address in its doc, the retrieval (and so the labels) changed from one process to the next."""
+    docs = dict(stdlib_corpus(("difflib",)))
+    assert "IS_LINE_JUNK(line, pat=<built-in method match of re.Pattern object>)" in docs["difflib.IS_LINE_JUNK"]
+    texts = list(docs.values()) + [i.gold for i in stdlib_qa(("difflib",))]
+    assert not any(re.search(r"0x[0-9a-fA-F]{4,}", t) for t in texts)
 
 
 def test_real_oracle_path_labels_by_utility(tmp_path) -> None:

@@ -277,9 +277,7 @@ class RuvLLM:
     def _cascade_policy(self) -> CascadePolicy:
         """An empty answer always escalates one step; with ``router.cascade`` a weakly grounded
         answer, or one that says it does not know, escalates too."""
-        rc = self.config.router
-        return CascadePolicy(confidence_threshold=rc.confidence_threshold, cascade=True, self_check=rc.cascade,
-                             quality_threshold=CascadePolicy.quality_threshold if rc.cascade else 0.0)
+        return CascadePolicy.from_router_config(self.config.router)
 
     def _model_sizes(self) -> dict[str, float]:
         return {m: float(self.registry.spec(m).params_m) for m in self.installed_models()}

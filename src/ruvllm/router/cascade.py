@@ -17,8 +17,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ruvllm.router.base import Decision
+
+if TYPE_CHECKING:
+    from ruvllm.config import RouterConfig
 
 # Phrases with which small models say they do not know; a self-check that needs no extra call.
 UNSURE = re.compile(
@@ -33,6 +37,14 @@ class CascadePolicy:
     quality_threshold: float = 0.35  # judged quality in [0, 1] below which the answer fails
     max_steps: int = 1  # escalations per query
     self_check: bool = True  # an answer that says it does not know fails too
+
+    @classmethod
+    def from_router_config(cls, rc: RouterConfig) -> CascadePolicy:
+        """The policy the orchestrator runs for a ``config.RouterConfig``: an empty answer always
+        escalates one step; with ``cascade = true`` a weakly grounded answer, or one that says it does
+        not know, escalates too."""
+        return cls(confidence_threshold=rc.confidence_threshold, cascade=True, self_check=rc.cascade,
+                   quality_threshold=cls.quality_threshold if rc.cascade else 0.0)
 
 
 def by_size(models: Sequence[str], sizes: Mapping[str, float]) -> list[str]:

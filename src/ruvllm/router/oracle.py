@@ -101,9 +101,15 @@ def _first_paragraph(doc: str, words: int = 60) -> str:
     return " ".join(para.split()[:words])
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _signature(obj: object) -> str:
+    """The signature as text, without the memory addresses some defaults' reprs carry
+    (``pat=<built-in method match of re.Pattern object at 0x7f…>``): the docs, the questions' gold
+    and so the retrieval must be the same in every process."""
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        return _ADDRESS.sub("", str(inspect.signature(obj)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
 
