@@ -196,6 +196,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
     )
     from ruvllm.router.cascade import CascadePolicy
     from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.history import PatternHistory, with_history
     from ruvllm.router.oracle import load_labelled
     from ruvllm.router.training import datasets_from_records, predict
 
@@ -205,6 +206,12 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
     comp = FastGRNNParams.load(model_dir / "router")
     norm = dense.normalizer
     by = {s: [r for r in recs if r.split == s] for s in ("train", "test_seen", "test_unseen")}
+    history = PatternHistory.load(model_dir / "router")
+    if history is not None:  # every router sees what the FastGRNN was trained and is evaluated on
+        tc = dense.meta["train_config"]
+        by = {"train": with_history(by["train"], history, leave_one_out=True, dropout=tc["history_dropout"],
+                                    seed=tc["seed"]),
+              **{s: with_history(by[s], history) for s in ("test_seen", "test_unseen")}}
     data = {s: datasets_from_records(rs, norm) for s, rs in by.items()}
     tabs = {s: _tables(rs) for s, rs in by.items()}
     train = data["train"]
@@ -247,6 +254,11 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
             sure = conf >= 0.5
             res[name]["accuracy_when_confident_0.5"] = float(correct[sure].mean()) if sure.any() else 0.0
             res[name]["share_confident_0.5"] = float(sure.mean())
+            if history is not None:  # the questions whose pattern has a history, and the rest
+                has = np.array([bool(r.features["historical_accuracy"]) for r in by[split]])
+                res[name]["share_with_history"] = float(has.mean())
+                for part, mask in (("with_history", has), ("without_history", ~has)):
+                    res[name][f"model_accuracy_{part}"] = float(correct[mask].mean()) if mask.any() else float("nan")
             sc[name] = (probs[:, -1], pc, pc)
             if name.startswith("FastGRNN compressed"):
                 for row, fields in SAFETY.items():
@@ -256,7 +268,12 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
                     fm, first, fell = replay_safety(pm, pc, conf, by[split], policy, contexts)
                     res[row] = metrics(fm, pc, t, large_ref, first)
                     res[row]["fallback_share"] = float(fell.mean())
-                    res[row]["escalated_share"] = float((first >= 0).mean())
+                    esc = np.flatnonzero(first >= 0)
+                    res[row]["escalated_share"] = len(esc) / len(first)
+                    # how good the check is: escalations whose second answer scored higher than the first
+                    res[row]["escalations_that_raised_quality"] = (
+                        float((t["quality"][esc, fm[esc], pc[esc]] > t["quality"][esc, first[esc], pc[esc]]).mean())
+                        if len(esc) else float("nan"))
         d_emb = _with_embeddings(d, by[split])
         for name, r in routers.items():
             dd = d_emb if name == EMB_KNN else d
@@ -310,6 +327,9 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
                          "dense_file": (model_dir / "router_dense.npz").stat().st_size / 1024,
                          "compressed_file": (model_dir / "router.npz").stat().st_size / 1024},
             "n_params": dense.n_params(), "sparsity": comp.sparsity(),
+            "history": None if history is None else {
+                "patterns": len(history.wins),
+                "file_kb": PatternHistory.path_for(model_dir / "router").stat().st_size / 1024},
             "safety": {"confidence_threshold": RouterConfig().confidence_threshold,
                        "quality_threshold": CascadePolicy.quality_threshold,
                        "contexts": context_note if contexts is not None else "",
@@ -426,14 +446,16 @@ def safety_markdown(doc: dict[str, Any]) -> list[str]:
         lines += [f"Cascade rows left out: {safety['cascade_skipped']}.", ""]
     if safety.get("contexts"):
         lines += [f"Grounding contexts: {safety['contexts']}.", ""]
-    lines += ["| router | split | fell back | escalated | quality regret | latency regret ms | cost reduction | "
-              "utility regret |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| router | split | fell back | escalated | of which raised Q | quality regret | latency regret ms | "
+              "cost reduction | utility regret |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for split, title in (("test_seen", "seen"), ("test_unseen", "held-out")):
         for name in ("FastGRNN compressed (sparse+int8)", *SAFETY):
             r = doc["results"][split].get(name)
             if r is None:
                 continue
+            raised = r.get("escalations_that_raised_quality", float("nan"))
             lines.append(f"| {name} | {title} | {r.get('fallback_share', 0):.1%} | {r.get('escalated_share', 0):.1%} | "
+                         f"{'–' if np.isnan(raised) else f'{raised:.0%}'} | "
                          f"{r['quality_regret_vs_large_1to5']:+.3f} | {r['latency_regret_vs_oracle_ms']:+.0f} | "
                          f"{r['cost_reduction_vs_large']:.1%} | {r['utility_regret']:.4f} |")
     return [*lines, ""]
@@ -480,10 +502,17 @@ def select_mu(train_recs: list[Any], lam: float, grid: tuple[float, ...] = MU_GR
     return best, rows
 
 
-def router_metrics(params: Any, recs: list[Any], ref: tuple[int, int]) -> dict[str, float]:
-    """``metrics`` of a saved FastGRNN's own choices on ``recs``."""
+def router_metrics(checkpoint: Path, recs: list[Any], ref: tuple[int, int]) -> dict[str, float]:
+    """``metrics`` of a saved FastGRNN's own choices on test ``recs`` (with its pattern history, if
+    it was trained with one)."""
+    from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.history import PatternHistory, with_history
     from ruvllm.router.training import datasets_from_records, predict
 
+    params = FastGRNNParams.load(checkpoint)
+    history = PatternHistory.load(checkpoint)
+    if history is not None:
+        recs = with_history(recs, history)
     M, C = params.config.n_models, len(params.config.context_bins)
     out = predict(params, datasets_from_records(recs, params.normalizer))
     return metrics(out[:, :M].argmax(1), out[:, M : M + C].argmax(1), _tables(recs), ref)
@@ -497,7 +526,6 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
     """The compressed FastGRNN trained with each seed on the same labels and split: mean, sd, min and
     max of its test metrics, so one lucky or unlucky initialisation is not the headline. ``base``: the
     training configuration (a ``TrainConfig``) but for the seed."""
-    from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.training import train_from_oracle
 
     ref = _large_ref([r for r in recs if r.split == "train"])
@@ -507,12 +535,10 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
         d = work / "seeds" / f"seed_{seed}"
         rep = train_from_oracle(labelled, d, replace(base, seed=seed))
         chosen.append({k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")})
-        comp = FastGRNNParams.load(d / "router")
         for split in per_seed:
-            per_seed[split].append(router_metrics(comp, [r for r in recs if r.split == split], ref))
+            per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
-                           "type_prior": base.type_prior,
-                           "chosen": chosen}
+                           "type_prior": base.type_prior, "history": base.history, "chosen": chosen}
     for split, rows in per_seed.items():
         out[split] = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows])),
                           "min": float(np.min([r[k] for r in rows])), "max": float(np.max([r[k] for r in rows]))}
@@ -545,7 +571,8 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
                 + "." if sp.get("cv_folds") else "")
              + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else "")
-             + (" With the per-type prior." if sp.get("type_prior") else ""), "",
+             + (" With the per-type prior." if sp.get("type_prior") else "")
+             + (" With the pattern history." if sp.get("history") else ""), "",
              "| split | model acc | quality regret | latency regret ms | cost reduction | "
              f"within {NEAR_DELTA} of best | utility regret |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -564,7 +591,6 @@ def sweep_mu(recs: list[Any], lam: float, mus: list[float], work: Path, base: An
     """For each μ: relabel the same measurements, train + compress the FastGRNN on the train split,
     report the oracle and the compressed router on both test splits (always-large fixed by quality).
     ``base``: the training configuration (a ``TrainConfig``)."""
-    from ruvllm.router.fastgrnn import FastGRNNParams
     from ruvllm.router.oracle import relabel, save_labelled
     from ruvllm.router.training import train_from_oracle
 
@@ -575,12 +601,11 @@ def sweep_mu(recs: list[Any], lam: float, mus: list[float], work: Path, base: An
         d = work / "sweep" / f"mu_{mu:g}"
         path = save_labelled(rl, d / "labelled.jsonl")
         train_from_oracle(path, d, base)
-        comp = FastGRNNParams.load(d / "router")
         row: dict[str, Any] = {"mu": mu, "lambda": lam,
                                "oracle_train": oracle_point([r for r in rl if r.split == "train"], ref)}
         for split in ("test_seen", "test_unseen"):
             srecs = [r for r in rl if r.split == split]
-            row[split] = {"oracle": oracle_point(srecs, ref), "fastgrnn": router_metrics(comp, srecs, ref)}
+            row[split] = {"oracle": oracle_point(srecs, ref), "fastgrnn": router_metrics(d / "router", srecs, ref)}
         rows.append(row)
         print(f"sweep μ={mu:g}: held-out acc {row['test_unseen']['fastgrnn']['model_accuracy']:.3f}", file=sys.stderr)
     return rows
@@ -769,6 +794,35 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def history_markdown(doc: dict[str, Any]) -> list[str]:
+    if not doc.get("history"):
+        return []
+    lines = ["Pattern history, compressed FastGRNN: model accuracy on the questions whose pattern (named symbols + "
+             "type) has training questions, and on the rest (questions naming no symbol, new patterns):", "",
+             "| split | share with history | acc with history | acc without |", "|---|---:|---:|---:|"]
+    for split in ("test_seen", "test_unseen"):
+        r = doc["results"][split]["FastGRNN compressed (sparse+int8)"]
+        cells = [f"{r['share_with_history']:.1%}",
+                 *("–" if np.isnan(r[k]) else f"{r[k]:.3f}"
+                   for k in ("model_accuracy_with_history", "model_accuracy_without_history"))]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def training_line(doc: dict[str, Any]) -> list[str]:
+    c, hist = doc["train_report"]["config"], doc.get("history")
+    parts = [f"type prior {'on' if c.get('type_prior') else 'off'}",
+             f"{c['cv_folds']}-fold CV" if c.get("cv_folds", 0) > 1 else "no CV",
+             f"feature dropout {c.get('feature_dropout', 0):g}"]
+    if hist:
+        parts.append(f"pattern history on ({hist['patterns']} patterns of the training split, "
+                     f"{hist['file_kb']:.1f} KB beside the checkpoint; none for {c['history_dropout']:.0%} of the "
+                     "training rows; every router in the tables sees the same history features)")
+    else:
+        parts.append("pattern history off")
+    return ["FastGRNN training: " + ", ".join(parts) + ".", ""]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Router benchmark ({doc['label_note']})", "",
              f"Command: `{doc['command']}`  ", f"Date: {doc['date']}, machine: {doc['machine']}", "",
@@ -776,7 +830,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Queries: {doc['labels']['n_queries']} ({doc['labels']['splits']}), docs: {doc['labels']['n_docs']}, "
              f"embedder: {doc['labels']['embedder']}, models: {', '.join(doc['labels']['models'])}, "
              f"U = Q − {doc['labels']['lambda_per_s']}·L[s] − {doc['labels']['mu_per_cost_unit']}·C.", ""]
-    lines += quality_markdown(doc)
+    lines += training_line(doc) + quality_markdown(doc)
     for split, title in (("test_seen", "Seen patterns (new paraphrases of trained questions)"),
                          ("test_unseen", "Held-out symbols (never seen in training)")):
         lines += [f"## {title}", "", "| router | " + " | ".join(c[1] for c in COLS) + " |",
@@ -785,6 +839,7 @@ def markdown(doc: dict[str, Any]) -> str:
             cells = [fmt.format(r[k]) if k in r else "–" for k, _, fmt in COLS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += history_markdown(doc)
     if "always_large_context" in doc:
         lines += [f"Always-large = the largest model at {doc['always_large_context']} context tokens, its best mean "
                   "quality on the training split; cost reduction is against it, \"model only\" against the "
@@ -868,6 +923,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="FastGRNN training: blank each feature slice but the query type with this probability")
     ap.add_argument("--type-prior", action="store_true",
                     help="FastGRNN: the heads also read the query-type features directly (a per-type prior)")
+    ap.add_argument("--history", action="store_true",
+                    help="FastGRNN: the historical-accuracy features carry each question's pattern history")
+    ap.add_argument("--history-dropout", type=float, default=0.3,
+                    help="with --history: the share of training rows that see no history")
     ap.add_argument("--seeds", type=int, default=0,
                     help="also retrain the compressed FastGRNN with this many seeds (from --seed): the spread")
     ap.add_argument("--labelled", type=Path, default=None, help="skip phase 1: an oracle JSONL made before")
@@ -925,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
     tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout,
-                     type_prior=args.type_prior)
+                     type_prior=args.type_prior, history=args.history, history_dropout=args.history_dropout)
     if args.sweep_mu:  # without CV: one training per μ
         mus = [float(v) for v in args.sweep_mu.split(",") if v.strip()]
         cost_doc["sweep"] = sweep_mu(recs, float(info.get("lambda_per_s", args.lam)), mus, args.work,

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from bench.router import NEAR_DELTA, metrics, near_ties, paraphrase_agreement, pattern_lookup, replay_safety
+
 from ruvllm.config import RouterConfig
 from ruvllm.router.cascade import CascadePolicy
 

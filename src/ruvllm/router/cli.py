@@ -87,6 +87,12 @@ def train(
                                                         "probability per training row (0 = off).")] = 0.0,
     type_prior: Annotated[bool, typer.Option(help="The heads also read the query-type features directly: a "
                                                   "per-type prior the cell adds to.")] = False,
+    history: Annotated[bool, typer.Option(help="Feed the router each question's pattern history (symbols + "
+                                               "type: which model was best on its past questions), from a "
+                                               "table saved beside the checkpoint.")] = False,
+    history_dropout: Annotated[float, typer.Option(help="With --history: the share of training rows that see "
+                                                        "no history, so the router also routes new patterns.")]
+    = 0.3,
     resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
                                               "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
@@ -108,6 +114,8 @@ def train(
                                 f"{label_temperature}")
     if not 0.0 <= feature_dropout < 1.0:
         raise InvalidInputError(f"--feature-dropout must be in [0, 1), got {feature_dropout}")
+    if not 0.0 <= history_dropout < 1.0:
+        raise InvalidInputError(f"--history-dropout must be in [0, 1), got {history_dropout}")
     dest = out_dir or _default_out(data_dir, config)
     dest.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {}
@@ -147,7 +155,8 @@ def train(
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
     tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
                      target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature,
-                     feature_dropout=feature_dropout, type_prior=type_prior)
+                     feature_dropout=feature_dropout, type_prior=type_prior, history=history,
+                     history_dropout=history_dropout)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
     import torch
 

@@ -7,6 +7,8 @@ by ``training.train_from_oracle``; ``path`` may name either file or the stem). P
    ``features.FeatureInput`` (preferred: the orchestrator fills it from the embedding, hits and
    system stats) or an already-normalised (128,) array; otherwise from the few fields
    ``RouteInput`` carries (query, token count, top score, hit count);
+   the historical-accuracy slice comes from the pattern table saved beside the checkpoint
+   (``router/history.py``), when there is one and the caller gave none;
 2. runs one FastGRNN step from the session's hidden state (kept per ``session_id``, LRU-bounded;
    no session id → a fresh state), so the router sees what the session asked before;
 3. decodes the heads: the most probable model among the installed ones, the context bin (capped
@@ -25,6 +27,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from ruvllm.errors import InvalidInputError, ModelNotFoundError
 from ruvllm.router.base import Decision, RouteInput
 from ruvllm.router.fastgrnn import F32, FastGRNNParams
 from ruvllm.router.features import DIM, FeatureInput
+from ruvllm.router.history import PatternHistory
 
 MAX_SESSIONS = 4096
 
@@ -60,7 +64,7 @@ def feature_input_from_search(
 
 class FastGRNNRouter:
     def __init__(self, params: FastGRNNParams, models: list[str] | None = None, *, max_context: int | None = None,
-                 epsilon: float = 0.0, seed: int = 0):
+                 epsilon: float = 0.0, seed: int = 0, history: PatternHistory | None = None):
         if not 0.0 <= epsilon <= 1.0:
             raise InvalidInputError(f"exploration epsilon must be in [0, 1], got {epsilon}")
         trained = params.config.models
@@ -78,6 +82,9 @@ class FastGRNNRouter:
         self._rng = np.random.default_rng(seed)
         self._states: OrderedDict[str, F32] = OrderedDict()
         self._lock = threading.Lock()
+        # the pattern table saved beside the checkpoint (router/history.py); fills the features'
+        # historical-accuracy slice when the caller left it empty
+        self.history = history
 
     @classmethod
     def load(cls, path: Path, models: list[str] | None = None, *, max_context: int | None = None,
@@ -85,12 +92,22 @@ class FastGRNNRouter:
         p = Path(path)
         if p.suffix in (".npz", ".json"):
             p = p.with_suffix("")
-        return cls(FastGRNNParams.load(p), models, max_context=max_context, epsilon=epsilon, seed=seed)
+        return cls(FastGRNNParams.load(p), models, max_context=max_context, epsilon=epsilon, seed=seed,
+                   history=PatternHistory.load(p))
 
     # ---- features ---------------------------------------------------------------------
+    def history_for(self, query: str) -> list[float]:
+        """The pattern's past best-model shares, in the order of the trained heads ([] if none)."""
+        if self.history is None:
+            return []
+        shares = dict(zip(self.history.models, self.history.shares(query), strict=False))
+        return [shares.get(m, 0.0) for m in self.params.config.models] if shares else []
+
     def featurize(self, inp: RouteInput) -> F32:
         f = inp.features
         if isinstance(f, FeatureInput):
+            if self.history is not None and not len(f.historical_accuracy):
+                f = replace(f, historical_accuracy=self.history_for(f.query))
             return self.params.normalizer.features(f)
         if f is not None:
             x = np.asarray(f, dtype=np.float32)

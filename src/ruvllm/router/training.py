@@ -39,6 +39,7 @@ from ruvllm.errors import InvalidInputError
 from ruvllm.router.base import CONTEXT_BINS
 from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
 from ruvllm.router.features import DIM, Q_TYPE, SLICES, Normalizer
+from ruvllm.router.history import PatternHistory, with_history
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -213,6 +214,11 @@ class TrainConfig:
     # the heads also read the query-type slice directly (FastGRNNConfig.prior_slice): with strong
     # weight decay the router becomes a per-type table rather than a constant (128-d inputs only)
     type_prior: bool = False
+    # fill the features' historical-accuracy slice with each question's pattern history (router/
+    # history.py): leave-one-out on the training rows, none for this share of them; the table is
+    # saved beside the checkpoint and read at serving time
+    history: bool = False
+    history_dropout: float = 0.3
     target_sparsity: float = 0.5  # share of zeros in W1, W2, U1, U2 after stage 2
     iht_rounds: int = 4
     iht_epochs: int = 8
@@ -651,6 +657,11 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
     if len(train_recs) < 8:
         raise InvalidInputError(f"{labelled_jsonl} has {len(train_recs)} training records; need at least 8")
     models = list(train_recs[0].models)
+    history = None
+    if tc.history:
+        history = PatternHistory.from_records(train_recs, models)
+        train_recs = with_history(train_recs, history, leave_one_out=True, dropout=tc.history_dropout, seed=tc.seed)
+        splits = {name: with_history(rs, history) for name, rs in splits.items()}
     normalizer = Normalizer.fit([r.feature_input() for r in train_recs], seed=tc.seed)
     train = datasets_from_records(train_recs, normalizer)
     evals = {name: datasets_from_records(rs, normalizer) for name, rs in splits.items() if rs}
@@ -672,6 +683,11 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
     out.mkdir(parents=True, exist_ok=True)
     dense.save(out / "router_dense", int8=False)
     comp.save(out / "router", int8=True)
+    for stem in ("router_dense", "router"):  # a table left by an earlier training must not feed this one
+        if history is not None:
+            history.save(out / stem)
+        else:
+            PatternHistory.path_for(out / stem).unlink(missing_ok=True)
     report = TrainReport(
         labelled=str(labelled_jsonl), out_dir=str(out), label_source=",".join(source), models=models,
         n_train=len(train), n_eval={k: len(v) for k, v in evals.items()},

@@ -1,0 +1,137 @@
+"""Pattern history: which model was the best choice the last times this request came.
+
+The 128-d layout reserves 16 slots for "historical accuracy" per configured model
+(``features.Y_HISTORY``). Here that is, for a question's *pattern* — the dotted symbols it names
+plus its query type, e.g. ``json.dumps|code`` — the share of the pattern's past questions on which
+each model was the oracle's best (its routing accuracy there). A question naming no symbol has no
+pattern and no history (all zeros, as for a pattern never seen).
+
+Why a table beside the router: paraphrases of one request get their labels from the same hidden
+facts (how hard that symbol is for each model), which the question's own features do not carry, and
+a 2 KB cell cannot memorise hundreds of patterns. The table is built from the oracle runs of the
+training split (``from_records``) and saved next to the checkpoint (``<model>_history.json``);
+``FastGRNNRouter`` reads it at serving time.
+
+Training rows see their pattern's history *without their own outcome* (leave-one-out), and a
+share of them (``TrainConfig.history_dropout``) see none, so the router learns to route both with
+and without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ruvllm.errors import InvalidInputError, StoreCorruptError
+from ruvllm.memory.writeback import named_symbols
+from ruvllm.router.features import N_HISTORY, query_type_of
+
+FORMAT = "ruvllm-pattern-history-v1"
+
+
+def pattern_key(query: str) -> str | None:
+    """``"a.b,c.d|type"`` for a question that names dotted symbols; None otherwise. The type is the
+    features' own classifier (``query_type_of``), so training and serving key a question alike."""
+    symbols = named_symbols(query)
+    if not symbols:
+        return None
+    return ",".join(sorted(symbols)) + "|" + query_type_of(query)
+
+
+@dataclass
+class PatternHistory:
+    models: list[str]
+    wins: dict[str, list[float]] = field(default_factory=dict)  # key → per-model count of best choices
+
+    def __post_init__(self) -> None:
+        if not self.models or len(self.models) > N_HISTORY:
+            raise InvalidInputError(f"pattern history needs 1–{N_HISTORY} models, got {len(self.models)}")
+
+    @classmethod
+    def from_records(cls, records: Iterable[Any], models: Sequence[str]) -> PatternHistory:
+        """From labelled records (``oracle.LabelledRecord``: ``query``, ``best_model``)."""
+        h = cls(list(models))
+        for r in records:
+            h.add(r.query, int(r.best_model))
+        return h
+
+    def add(self, query: str, best_model: int) -> None:
+        if not 0 <= best_model < len(self.models):
+            raise InvalidInputError(f"best model index {best_model} outside 0..{len(self.models) - 1}")
+        key = pattern_key(query)
+        if key is not None:
+            counts = self.wins.setdefault(key, [0.0] * len(self.models))
+            counts[best_model] += 1.0
+
+    def shares(self, query: str, leave_out: int | None = None) -> list[float]:
+        """Each model's share of the pattern's past best choices ([] without history).
+        ``leave_out``: the best model of this very question, when it is one of the past ones."""
+        key = pattern_key(query)
+        if key is None or key not in self.wins:
+            return []
+        counts = np.array(self.wins[key])
+        if leave_out is not None:
+            counts[leave_out] -= 1.0
+        total = counts.sum()
+        return [] if total <= 0 else [round(float(c / total), 5) for c in counts]
+
+    # ---- files -----------------------------------------------------------------------
+    @staticmethod
+    def path_for(model_path: str | Path) -> Path:
+        """The table beside a checkpoint: ``<dir>/router`` → ``<dir>/router_history.json``."""
+        p = Path(model_path)
+        return p.with_name(p.name.removesuffix(".npz") + "_history.json")
+
+    def save(self, model_path: str | Path) -> Path:
+        """Written to a temporary file, synced, then renamed over the old one."""
+        dest = self.path_for(model_path)
+        tmp = dest.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"format": FORMAT, "models": self.models, "wins": self.wins}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        return dest
+
+    @classmethod
+    def load(cls, model_path: str | Path) -> PatternHistory | None:
+        """The table beside ``model_path``; None when there is none (a router trained without it)."""
+        path = cls.path_for(model_path)
+        if not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}")
+            models = [str(m) for m in doc["models"]]
+            wins = {str(k): [float(c) for c in v] for k, v in doc["wins"].items()}
+            if any(len(v) != len(models) or min(v) < 0 for v in wins.values()):
+                raise ValueError("a pattern's counts do not match the models")
+            return cls(models, wins)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidInputError) as exc:
+            raise StoreCorruptError(f"pattern history {path} is unreadable ({exc}); retrain the router or "
+                                    "delete the file to route without history") from None
+
+
+def with_history(records: Sequence[Any], history: PatternHistory, *, leave_one_out: bool = False,
+                 dropout: float = 0.0, seed: int = 0) -> list[Any]:
+    """Copies of labelled records whose features carry their pattern's history. Training rows:
+    ``leave_one_out`` (their own outcome is in the table) and ``dropout``, the share that get none
+    (seeded, in record order)."""
+    from dataclasses import replace
+
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidInputError(f"history dropout must be in [0, 1), got {dropout}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        drop = dropout > 0 and rng.random() < dropout
+        shares = [] if drop else history.shares(r.query, int(r.best_model) if leave_one_out else None)
+        out.append(replace(r, features={**r.features, "historical_accuracy": shares}))
+    return out
