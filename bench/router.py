@@ -7,7 +7,8 @@ Pipeline: the stdlib QA set (``oracle.stdlib_qa``) → real sentence embeddings 
 over the docstrings (``oracle.DocRetriever``) → oracle labels for every model × context size
 (synthetic cost/quality model, or the real models through ``ruvllm.llm`` Generators) →
 ``training.train_from_oracle`` (dense → IHT sparse → retrain → int8) → evaluation on the
-held-out symbols (``test_unseen``) and on new paraphrases of trained questions (``test_seen``).
+held-out symbols (``test_unseen``) and on new paraphrases of trained questions (``test_seen``),
+with the orchestrator's fallback and cascade (``router/cascade.py``) replayed on the stored answers.
 
 Writes bench/results/router/router_bench.{json,md} and bench/results/router/cost_quality.png; the labelled
 JSONL and checkpoints go to results/tmp/router/ (ignored by git). The label source is printed
@@ -351,9 +352,10 @@ SAFETY = {
 def prompt_contexts(recs: list[Any]) -> tuple[dict[str, list[list[list[str]]]] | None, str]:
     """Per record id, model and context size: the doc texts the oracle's prompt held (``built.used``),
     which the cascade's grounding check reads. Rebuilt, not stored: the same exact retrieval over
-    the same docstrings (``pipeline.build_labels``; each record's stored hit scores must come out
-    again), packed by ``build_prompt`` with each model's own tokenizer (loaded vocab-only) at the
-    bin's budget (the oracle's n_ctx of 2048 leaves every bin up to 1024 whole).
+    the same docstrings (``pipeline.build_labels``' defaults; the records whose stored hit scores
+    do not come out again are counted in the caveat), packed by ``build_prompt`` with each model's
+    own tokenizer (loaded vocab-only) at the bin's budget (the oracle's n_ctx of 2048 leaves every
+    bin up to 1024 whole).
     Returns (contexts, a caveat or "") or (None, why they cannot be rebuilt)."""
     from ruvllm.config import Config
     from ruvllm.llm import Registry
@@ -797,8 +799,8 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
 def history_markdown(doc: dict[str, Any]) -> list[str]:
     if not doc.get("history"):
         return []
-    lines = ["Pattern history, compressed FastGRNN: model accuracy on the questions whose pattern (named symbols + "
-             "type) has training questions, and on the rest (questions naming no symbol, new patterns):", "",
+    lines = ["Pattern history, compressed FastGRNN: model accuracy on the questions whose pattern (named symbols or "
+             "the best hit's symbol, + type) has training questions, and on the rest (new patterns):", "",
              "| split | share with history | acc with history | acc without |", "|---|---:|---:|---:|"]
     for split in ("test_seen", "test_unseen"):
         r = doc["results"][split]["FastGRNN compressed (sparse+int8)"]

@@ -161,10 +161,16 @@ def test_feature_input_from_search_matches_the_training_construction() -> None:
     q = rng.standard_normal(384).astype(np.float32)
     vecs = rng.standard_normal((4, 384)).astype(np.float32)
     scores = [0.8, 0.7, 0.6, 0.5]
-    hits = [SimpleNamespace(score=s, node=SimpleNamespace(vector=v)) for s, v in zip(scores, vecs, strict=True)]
+    sources = ["stdlib:json.dumps", "stdlib:json.dump", "/docs/a.md", "stdlib:json"]
+    hits = [SimpleNamespace(score=s, node=SimpleNamespace(vector=v, source=src))
+            for s, v, src in zip(scores, vecs, sources, strict=True)]
     ctx = [SimpleNamespace(hop=d) for d in (0, 0, 0, 1)]
     fi = feature_input_from_search("What does json.dumps do?", q, hits, ctx, k_requested=8, latency_budget_ms=900.0)
-    ref = feature_input_for("What does json.dumps do?", Retrieval(q, [], [], scores, [0, 0, 0, 1], vecs), k=8)
+    keys = ["json.dumps", "json.dump", "a", "json"]  # the training corpus's keys (oracle.stdlib_corpus)
+    ref = feature_input_for("What does json.dumps do?", Retrieval(q, keys, [], scores, [0, 0, 0, 1], vecs), k=8)
+    # the best hit's symbol, the pattern of a question that names none, is the same in both
+    assert fi.top_hit == ref.top_hit == "json.dumps"
+    assert feature_input_from_search("q", q, hits[2:3]).top_hit == ""  # a file chunk names no symbol
     a, b = extract(fi), extract(ref)
     assert not np.allclose(a, b)  # only the latency budget differs …
     ref.latency_budget_ms = 900.0

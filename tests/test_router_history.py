@@ -49,6 +49,9 @@ def test_pattern_key_is_the_named_symbols_and_the_query_type() -> None:
     assert pattern_key("Compare json.loads and json.dumps.") == pattern_key("Compare json.dumps and json.loads.")
     assert pattern_key("Show a code snippet calling json.dumps.") != pattern_key("What does json.dumps do?")
     assert pattern_key("How do I turn an object into a JSON string?") is None  # names no symbol
+    # … unless retrieval says what it is about; a named symbol wins over the best hit
+    assert pattern_key("How do I turn an object into a JSON string?", "json.dumps") == "json.dumps|howto"
+    assert pattern_key("What does json.dumps do?", "json.loads") == "json.dumps|definition"
 
 
 def test_shares_count_best_choices_and_leave_one_out() -> None:
@@ -119,7 +122,7 @@ def test_history_lets_the_router_route_seen_patterns_and_is_served_from_its_file
     assert not PatternHistory.path_for(tmp_path / "plain" / "router").exists()
     hist = train_from_oracle(path, tmp_path / "hist", replace(cfg, history=True))
     seen = [r for r in recs if r.split == "test_seen"]
-    keyed = np.mean([pattern_key(r.query) is not None for r in seen])
+    keyed = np.mean([pattern_key(r.query, r.features["top_hit"]) is not None for r in seen])
     acc_plain = plain.compressed["test_seen"]["model_accuracy"]
     acc_hist = hist.compressed["test_seen"]["model_accuracy"]
     assert acc_hist > acc_plain + 0.2 and acc_hist >= keyed - 0.1, (acc_plain, acc_hist, keyed)

@@ -58,8 +58,16 @@ def feature_input_from_search(
         embedding=None if qvec is None else np.asarray(qvec, dtype=np.float32),
         hit_scores=[float(h.score) for h in hits], hit_depths=[int(c.hop) for c in context],
         hit_vectors=np.stack(vecs) if len(vecs) >= 2 else None,
-        neighbourhood={"k_requested": float(k_requested)}, user_frequency=float(session_queries), **system,
+        neighbourhood={"k_requested": float(k_requested)}, user_frequency=float(session_queries),
+        top_hit=_stdlib_symbol(hits[0]) if hits else "", **system,
     )
+
+
+def _stdlib_symbol(hit: Any) -> str:
+    """The symbol a hit documents when it is a stdlib doc (``ruvllm ingest --stdlib-docs`` stores
+    ``source = "stdlib:json.dumps"``): the same key the training corpus uses; else ""."""
+    source = str(getattr(hit.node, "source", "") or "")
+    return source.removeprefix("stdlib:") if source.startswith("stdlib:") else ""
 
 
 class FastGRNNRouter:
@@ -96,18 +104,18 @@ class FastGRNNRouter:
                    history=PatternHistory.load(p))
 
     # ---- features ---------------------------------------------------------------------
-    def history_for(self, query: str) -> list[float]:
+    def history_for(self, query: str, top_hit: str = "") -> list[float]:
         """The pattern's past best-model shares, in the order of the trained heads ([] if none)."""
         if self.history is None:
             return []
-        shares = dict(zip(self.history.models, self.history.shares(query), strict=False))
+        shares = dict(zip(self.history.models, self.history.shares(query, top_hit=top_hit), strict=False))
         return [shares.get(m, 0.0) for m in self.params.config.models] if shares else []
 
     def featurize(self, inp: RouteInput) -> F32:
         f = inp.features
         if isinstance(f, FeatureInput):
             if self.history is not None and not len(f.historical_accuracy):
-                f = replace(f, historical_accuracy=self.history_for(f.query))
+                f = replace(f, historical_accuracy=self.history_for(f.query, f.top_hit))
             return self.params.normalizer.features(f)
         if f is not None:
             x = np.asarray(f, dtype=np.float32)

@@ -148,6 +148,9 @@ class FeatureInput:
     battery: float = 1.0
     concurrent_requests: int = 0
     historical_accuracy: Sequence[float] = ()  # per configured model, in [0, 1]
+    # not a feature: the symbol the best direct hit documents ("json.dumps"), the pattern of a
+    # question that names none (router/history.py)
+    top_hit: str = ""
 
 
 # --------------------------------------------------------------------------------------

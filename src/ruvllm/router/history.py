@@ -3,8 +3,10 @@
 The 128-d layout reserves 16 slots for "historical accuracy" per configured model
 (``features.Y_HISTORY``). Here that is, for a question's *pattern* — the dotted symbols it names
 plus its query type, e.g. ``json.dumps|code`` — the share of the pattern's past questions on which
-each model was the oracle's best (its routing accuracy there). A question naming no symbol has no
-pattern and no history (all zeros, as for a pattern never seen).
+each model was the oracle's best (its routing accuracy there). A question that names no symbol
+("How do I decode base32 in Python?") takes the symbol its best retrieval hit documents
+(``FeatureInput.top_hit``: the training corpus's key, a served stdlib doc's ``stdlib:`` source);
+without either it has no pattern and no history (all zeros, as for a pattern never seen).
 
 Why a table beside the router: paraphrases of one request get their labels from the same hidden
 facts (how hard that symbol is for each model), which the question's own features do not carry, and
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +37,14 @@ from ruvllm.router.features import N_HISTORY, query_type_of
 FORMAT = "ruvllm-pattern-history-v1"
 
 
-def pattern_key(query: str) -> str | None:
-    """``"a.b,c.d|type"`` for a question that names dotted symbols; None otherwise. The type is the
-    features' own classifier (``query_type_of``), so training and serving key a question alike."""
-    symbols = named_symbols(query)
+def pattern_key(query: str, top_hit: str = "") -> str | None:
+    """``"a.b,c.d|type"`` for a question that names dotted symbols, else ``"top_hit|type"``; None
+    without either. The type is the features' own classifier (``query_type_of``), so training and
+    serving key a question alike."""
+    symbols = sorted(named_symbols(query)) or ([top_hit] if top_hit else [])
     if not symbols:
         return None
-    return ",".join(sorted(symbols)) + "|" + query_type_of(query)
+    return ",".join(symbols) + "|" + query_type_of(query)
 
 
 @dataclass
@@ -58,21 +61,21 @@ class PatternHistory:
         """From labelled records (``oracle.LabelledRecord``: ``query``, ``best_model``)."""
         h = cls(list(models))
         for r in records:
-            h.add(r.query, int(r.best_model))
+            h.add(r.query, int(r.best_model), _top_hit(r))
         return h
 
-    def add(self, query: str, best_model: int) -> None:
+    def add(self, query: str, best_model: int, top_hit: str = "") -> None:
         if not 0 <= best_model < len(self.models):
             raise InvalidInputError(f"best model index {best_model} outside 0..{len(self.models) - 1}")
-        key = pattern_key(query)
+        key = pattern_key(query, top_hit)
         if key is not None:
             counts = self.wins.setdefault(key, [0.0] * len(self.models))
             counts[best_model] += 1.0
 
-    def shares(self, query: str, leave_out: int | None = None) -> list[float]:
+    def shares(self, query: str, leave_out: int | None = None, top_hit: str = "") -> list[float]:
         """Each model's share of the pattern's past best choices ([] without history).
         ``leave_out``: the best model of this very question, when it is one of the past ones."""
-        key = pattern_key(query)
+        key = pattern_key(query, top_hit)
         if key is None or key not in self.wins:
             return []
         counts = np.array(self.wins[key])
@@ -119,19 +122,23 @@ class PatternHistory:
                                     "delete the file to route without history") from None
 
 
+def _top_hit(record: Any) -> str:
+    """A labelled record's best hit (records labelled before it was stored have none)."""
+    return str(record.features.get("top_hit", "") or "")
+
+
 def with_history(records: Sequence[Any], history: PatternHistory, *, leave_one_out: bool = False,
                  dropout: float = 0.0, seed: int = 0) -> list[Any]:
     """Copies of labelled records whose features carry their pattern's history. Training rows:
     ``leave_one_out`` (their own outcome is in the table) and ``dropout``, the share that get none
     (seeded, in record order)."""
-    from dataclasses import replace
-
     if not 0.0 <= dropout < 1.0:
         raise InvalidInputError(f"history dropout must be in [0, 1), got {dropout}")
     rng = np.random.default_rng(seed)
     out = []
     for r in records:
         drop = dropout > 0 and rng.random() < dropout
-        shares = [] if drop else history.shares(r.query, int(r.best_model) if leave_one_out else None)
+        shares = [] if drop else history.shares(r.query, int(r.best_model) if leave_one_out else None,
+                                                _top_hit(r))
         out.append(replace(r, features={**r.features, "historical_accuracy": shares}))
     return out

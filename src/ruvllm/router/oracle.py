@@ -278,7 +278,7 @@ def feature_input_for(query: str, ret: Retrieval, k: int = 8) -> FeatureInput:
     return FeatureInput(
         query=query, n_query_tokens=int(len(query.split()) * 1.3) + 1, embedding=ret.query_vec,
         hit_scores=ret.scores, hit_depths=ret.depths, hit_vectors=ret.vectors,
-        neighbourhood={"k_requested": float(k)},
+        neighbourhood={"k_requested": float(k)}, top_hit=ret.keys[0] if ret.keys else "",
     )
 
 
