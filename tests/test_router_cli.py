@@ -81,7 +81,8 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
     for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
-                ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"]):
+                ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"],
+                ["--history", "--history-dropout", "1"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 
@@ -153,3 +154,14 @@ def test_train_with_cv_records_the_chosen_point(trained: tuple[Path, str], tmp_p
               == (c["weight_decay"], c["epochs"], c["label_temperature"])]
     assert len(chosen) == 1
     assert chosen[0]["cv_utility_regret"] == pytest.approx(min(r["cv_utility_regret"] for r in rep["cv"]), abs=1e-6)
+
+
+def test_train_with_history_saves_the_table_the_router_loads(trained: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = trained
+    res = CliRunner().invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"), "--epochs",
+                                          "3", "--history", "--out", str(tmp_path / "h")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "pattern history:" in res.output and (tmp_path / "h" / "router_history.json").exists()
+    router = FastGRNNRouter.load(tmp_path / "h" / "router")
+    assert router.history is not None and router.history.wins
+    assert FastGRNNRouter.load(out / "router").history is None  # trained without: none

@@ -188,6 +188,9 @@ def _print_train(rep: dict[str, Any], info: dict[str, Any]) -> None:
         s.add_row(st["stage"], f"{st['size_kb']:.2f}", f"{st['sparsity']:.0%}", f"{st['model_accuracy']:.3f}",
                   f"{st['accuracy_lost']:+.3f}")
     out.print(s)
+    if rep["config"].get("history"):
+        out.print(f"pattern history: {rep['checkpoint']}_history.json (read with the checkpoint; keep them together)",
+                  highlight=False)
     out.print(f"saved {rep['checkpoint']}.{{npz,json}} in {rep['seconds']} s; use it with\n"
               f'  [router]\n  kind = "fastgrnn"\n  model_path = "{rep["checkpoint"]}"', highlight=False)
 
