@@ -38,15 +38,27 @@ def test_train_writes_labels_router_and_report(trained: tuple[Path, str]) -> Non
                  "train_report.json"):
         assert (out / name).exists(), name
     assert "synthetic" in output and "NOT measured on real models" in output
+    assert '[router]\n  kind = "fastgrnn"' in output  # the TOML to paste, its table header included
     rep = json.loads((out / "train_report.json").read_text())
     assert rep["label_source"] == "synthetic" and set(rep["n_eval"]) == {"test_seen", "test_unseen"}
     assert rep["stages"][-1]["stage"] == "sparse retrained int8" and rep["stages"][-1]["size_kb"] < 10
+    # the defaults: the per-type prior and 4-fold CV; the given --epochs 6 is kept, the rest chosen
+    c = rep["config"]
+    assert c["type_prior"] and c["cv_folds"] == 4 and c["cv_keep"] == ["epochs"] and c["epochs"] == 6
+    assert {r["epochs"] for r in rep["cv"]} == {6} and len({r["weight_decay"] for r in rep["cv"]}) == 3
+    assert router_params_prior(out)
     info = json.loads((out / "labels_info.json").read_text())
     assert info["labels"] == "synthetic" and info["n_queries"] == sum(info["splits"].values())
     # the saved router is deployable: numpy only, routes among the packaged model names
     router = FastGRNNRouter.load(out / "router", models=["gemma3-270m", "qwen2.5-coder-0.5b"], max_context=2048)
     d = router.route(RouteInput("What does json.dumps do?", 6, 0.7, 8, session_id="s"))
     assert d.model in ("gemma3-270m", "qwen2.5-coder-0.5b") and d.context_tokens <= 2048
+
+
+def router_params_prior(out: Path) -> bool:
+    from ruvllm.router.fastgrnn import FastGRNNParams
+
+    return FastGRNNParams.load(out / "router").config.prior_slice != (0, 0)
 
 
 def test_train_is_reproducible(trained: tuple[Path, str], tmp_path: Path) -> None:
@@ -82,7 +94,7 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
     for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
                 ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"],
-                ["--history", "--history-dropout", "1"]):
+                ["--history", "--history-dropout", "1"], ["--epochs", "0"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 
@@ -142,8 +154,14 @@ def test_limit_keeps_a_training_paraphrase_of_every_seen_question(limit: int, se
 
 def test_train_with_cv_records_the_chosen_point(trained: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = trained
-    res = CliRunner().invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"),
-                                          "--cv-folds", "2", "--out", str(tmp_path / "cv")], catch_exceptions=False)
+    runner = CliRunner()
+    res = runner.invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"), "--cv-folds", "0",
+                                     "--no-type-prior", "--out", str(tmp_path / "plain")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    plain = json.loads((tmp_path / "plain" / "train_report.json").read_text())
+    assert plain["cv"] == [] and plain["config"]["epochs"] == 60 and not router_params_prior(tmp_path / "plain")
+    res = runner.invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"),
+                                     "--cv-folds", "2", "--out", str(tmp_path / "cv")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "cv" / "train_report.json").read_text())
     from ruvllm.router.training import CV_GRID

@@ -209,6 +209,18 @@ def test_cv_selection_uses_only_the_training_sessions_and_reports_every_point() 
         select_by_cv(train, ["small", "large"], TrainConfig(cv_folds=1))
 
 
+def test_cv_grid_keeps_the_fields_the_caller_gave() -> None:
+    from ruvllm.router.training import CV_GRID, cv_grid
+
+    assert cv_grid(TrainConfig()) == CV_GRID
+    kept = cv_grid(TrainConfig(epochs=7, cv_keep=("epochs",)))
+    assert {ep for _, ep, _ in kept} == {7} and len(kept) == len(CV_GRID) // 2  # 3 decays × 2 label τ
+    both = cv_grid(TrainConfig(epochs=7, label_temperature=0.2, cv_keep=("epochs", "label_temperature")))
+    assert both == ((1e-2, 7, 0.2), (1e-1, 7, 0.2), (3e-1, 7, 0.2))
+    with pytest.raises(InvalidInputError):
+        cv_grid(TrainConfig(cv_keep=("lr",)))
+
+
 def test_query_type_router_learns_the_best_choice_per_type() -> None:
     from ruvllm.router.baselines import QueryTypeRouter
     from ruvllm.router.features import Q_TYPE

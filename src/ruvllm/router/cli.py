@@ -75,18 +75,22 @@ def train(
                                                       "larger (a snippet cut off before its call fails).")] = 0,
     context_bins: Annotated[str | None, typer.Option(help="Comma-separated context sizes the oracle tries "
                                                           "(default: 256,512,1024,2048,4096).")] = None,
-    epochs: Annotated[int, typer.Option(help="Dense training epochs (stage 1).")] = 60,
+    epochs: Annotated[int | None, typer.Option(help="Dense training epochs (stage 1). Default: chosen by CV "
+                                                   "(20 or 60), 60 without CV; given, CV keeps it.")] = None,
     hidden: Annotated[int, typer.Option(help="FastGRNN hidden size (32–64).")] = 32,
     sparsity: Annotated[float, typer.Option(help="Share of zeros in W1, W2, U1, U2 after compression.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for the split, the sessions and training.")] = 0,
     cv_folds: Annotated[int, typer.Option(help="> 1: choose weight decay, epochs and label temperature by this "
-                                               "many folds of the training sessions (training.CV_GRID).")] = 0,
-    label_temperature: Annotated[float, typer.Option(help="> 0: train on softmax(utility / τ) instead of the "
-                                                          "one-hot oracle model (ignored with --cv-folds).")] = 0.0,
+                                               "many folds of the training sessions (training.CV_GRID); "
+                                               "0 = off.")] = 4,
+    label_temperature: Annotated[float | None, typer.Option(help="> 0: train on softmax(utility / τ) instead of "
+                                                                 "the one-hot oracle model. Default: chosen by CV "
+                                                                 "(0 or 0.05), 0 without CV; given, CV keeps it.")]
+    = None,
     feature_dropout: Annotated[float, typer.Option(help="Blank each feature slice but the query type with this "
                                                         "probability per training row (0 = off).")] = 0.0,
     type_prior: Annotated[bool, typer.Option(help="The heads also read the query-type features directly: a "
-                                                  "per-type prior the cell adds to.")] = False,
+                                                  "per-type prior the cell adds to.")] = True,
     history: Annotated[bool, typer.Option(help="Feed the router each question's pattern history (symbols + "
                                                "type: which model was best on its past questions), from a "
                                                "table saved beside the checkpoint.")] = False,
@@ -109,11 +113,13 @@ def train(
         raise InvalidInputError(f"--hidden must be in [16, 64], got {hidden}")
     if not 0.0 <= sparsity < 1.0:
         raise InvalidInputError(f"--sparsity must be in [0, 1), got {sparsity}")
-    if cv_folds < 0 or cv_folds == 1 or label_temperature < 0:
+    if cv_folds < 0 or cv_folds == 1 or (label_temperature is not None and label_temperature < 0):
         raise InvalidInputError(f"--cv-folds must be 0 or ≥ 2 and --label-temperature ≥ 0, got {cv_folds}, "
                                 f"{label_temperature}")
     if not 0.0 <= feature_dropout < 1.0:
         raise InvalidInputError(f"--feature-dropout must be in [0, 1), got {feature_dropout}")
+    if epochs is not None and epochs < 1:
+        raise InvalidInputError(f"--epochs must be ≥ 1, got {epochs}")
     if not 0.0 <= history_dropout < 1.0:
         raise InvalidInputError(f"--history-dropout must be in [0, 1), got {history_dropout}")
     dest = out_dir or _default_out(data_dir, config)
@@ -153,8 +159,10 @@ def train(
                                     progress=progress if labels == "real" else None)
         labelled, info = run.path, run.info
         (dest / "labels_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    tc = TrainConfig(epochs=epochs, hidden=hidden, w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4),
-                     target_sparsity=sparsity, seed=seed, cv_folds=cv_folds, label_temperature=label_temperature,
+    given = tuple(name for name, v in (("epochs", epochs), ("label_temperature", label_temperature)) if v is not None)
+    tc = TrainConfig(epochs=60 if epochs is None else epochs, hidden=hidden,
+                     w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4), target_sparsity=sparsity, seed=seed,
+                     cv_folds=cv_folds, cv_keep=given, label_temperature=label_temperature or 0.0,
                      feature_dropout=feature_dropout, type_prior=type_prior, history=history,
                      history_dropout=history_dropout)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
@@ -192,7 +200,8 @@ def _print_train(rep: dict[str, Any], info: dict[str, Any]) -> None:
         out.print(f"pattern history: {rep['checkpoint']}_history.json (read with the checkpoint; keep them together)",
                   highlight=False)
     out.print(f"saved {rep['checkpoint']}.{{npz,json}} in {rep['seconds']} s; use it with\n"
-              f'  [router]\n  kind = "fastgrnn"\n  model_path = "{rep["checkpoint"]}"', highlight=False)
+              f'  [router]\n  kind = "fastgrnn"\n  model_path = "{rep["checkpoint"]}"', highlight=False,
+              markup=False)  # "[router]" is TOML here, not rich markup
 
 
 @router_app.command()

@@ -207,6 +207,9 @@ class TrainConfig:
     # > 1: choose weight_decay, epochs and label_temperature from CV_GRID by this many folds of the
     # training sessions (lowest mean utility regret on the left-out folds) before training
     cv_folds: int = 0
+    # with cv_folds > 1: the fields CV keeps as given ("epochs", "label_temperature") instead of
+    # choosing them from CV_GRID
+    cv_keep: tuple[str, ...] = ()
     # > 0: each named feature slice but the query type is blanked (set to 0, the training mean after
     # normalisation) with this probability per training row and epoch, so the router cannot lean on
     # one group of features that happens to identify the training questions
@@ -367,6 +370,16 @@ CV_GRID: tuple[tuple[float, int, float], ...] = tuple(
     (wd, ep, tau) for wd in (1e-2, 1e-1, 3e-1) for ep in (60, 20) for tau in (0.0, 0.05))
 
 
+def cv_grid(tc: TrainConfig) -> tuple[tuple[float, int, float], ...]:
+    """CV_GRID with the fields of ``tc.cv_keep`` held at ``tc``'s values (duplicates dropped)."""
+    unknown = set(tc.cv_keep) - {"epochs", "label_temperature"}
+    if unknown:
+        raise InvalidInputError(f"cv_keep takes 'epochs' and 'label_temperature', got {sorted(unknown)}")
+    return tuple(dict.fromkeys(
+        (wd, tc.epochs if "epochs" in tc.cv_keep else ep, tc.label_temperature if "label_temperature" in tc.cv_keep
+         else tau) for wd, ep, tau in CV_GRID))
+
+
 def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
                  context_bins: Sequence[int] = CONTEXT_BINS, grid: Sequence[tuple[float, int, float]] = CV_GRID,
                  ) -> tuple[TrainConfig, list[dict[str, Any]]]:
@@ -377,7 +390,8 @@ def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
     sessions = np.unique(data.session)
     k = min(tc.cv_folds, len(sessions))
     if k < 2 or data.utility is None:
-        raise InvalidInputError(f"cross-validation needs ≥ 2 folds of sessions and utilities; got {k} folds")
+        raise InvalidInputError(f"cross-validation needs ≥ 2 folds of sessions and utilities; got {k} folds "
+                                "(train without it: cv_folds = 0, `--cv-folds 0`)")
     fold_of = dict(zip(np.random.default_rng(tc.seed).permutation(sessions).tolist(),
                        np.arange(len(sessions)) % k, strict=True))
     fold = np.array([fold_of[int(s)] for s in data.session])
@@ -672,7 +686,7 @@ def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig |
         raise InvalidInputError(f"{labelled_jsonl} mixes records of different models or context bins")
     cv: list[dict[str, Any]] = []
     if tc.cv_folds > 1:
-        tc, cv = select_by_cv(train, models, tc, bins)
+        tc, cv = select_by_cv(train, models, tc, bins, cv_grid(tc))
     model = train_dense(train, models, tc, bins)
     dense, comp, stages = compress(model, train, main_eval, tc, normalizer)
     source = sorted({r.label_source for r in records})
