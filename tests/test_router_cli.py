@@ -183,3 +183,12 @@ def test_train_with_history_saves_the_table_the_router_loads(trained: tuple[Path
     router = FastGRNNRouter.load(tmp_path / "h" / "router")
     assert router.history is not None and router.history.wins
     assert FastGRNNRouter.load(out / "router").history is None  # trained without: none
+    # eval feeds the history as training and serving do: the same figures as the train report
+    rep = json.loads((tmp_path / "h" / "train_report.json").read_text())
+    res = CliRunner().invoke(router_app, ["eval", str(tmp_path / "h" / "router"), "--labelled",
+                                          str(out / "labelled_synthetic.jsonl"), "--json"], catch_exceptions=False)
+    ev = json.loads(res.output)
+    for split in ("test_seen", "test_unseen"):
+        assert ev[split]["model_accuracy"] == pytest.approx(rep["compressed"][split]["model_accuracy"])
+    info = json.loads(CliRunner().invoke(router_app, ["info", str(tmp_path / "h" / "router")]).output)
+    assert info["pattern_history"]["patterns"] == len(router.history.wins)

@@ -267,20 +267,26 @@ def eval_(
     labelled: Annotated[Path, typer.Option(help="An oracle JSONL (from `ruvllm router train`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Accuracy and utility regret of a saved router against oracle labels, per split, beside always-small/large."""
+    """Accuracy and utility regret of a saved router against oracle labels, per split, beside always-small/large.
+    A router with a pattern history sees it as when serving; training rows see theirs without their own outcome."""
     from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.history import PatternHistory, with_history
     from ruvllm.router.oracle import load_labelled
     from ruvllm.router.training import datasets_from_records, evaluate
 
     stem = model.with_suffix("") if model.suffix in (".npz", ".json") else model
     params = FastGRNNParams.load(stem)
+    history = PatternHistory.load(stem)
     recs = load_labelled(labelled)
     got = list(recs[0].models) if recs else []
     if got != list(params.config.models):
         raise InvalidInputError(f"{labelled} labels models {got}, the router was trained for {params.config.models}")
     res: dict[str, Any] = {}
     for split in sorted({r.split for r in recs}):
-        data = datasets_from_records([r for r in recs if r.split == split], params.normalizer)
+        rows = [r for r in recs if r.split == split]
+        if history is not None:
+            rows = with_history(rows, history, leave_one_out=split == "train")
+        data = datasets_from_records(rows, params.normalizer)
         ev = evaluate(params, data)
         assert data.utility is not None
         best = data.utility.reshape(len(data), -1).max(1)
@@ -309,11 +315,13 @@ def eval_(
 @router_app.command()
 def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>, <stem>.npz or <stem>.json).")]
          ) -> None:
-    """What a saved router is: models, sizes, sparsity, int8, label source."""
+    """What a saved router is: models, sizes, sparsity, int8, label source, its pattern history."""
     from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.history import PatternHistory
 
     stem = model.with_suffix("") if model.suffix in (".npz", ".json") else model
     p = FastGRNNParams.load(stem)
+    history = PatternHistory.load(stem)
     doc = {
         "checkpoint": str(stem), "models": p.config.models, "hidden": p.config.hidden,
         "w_rank": p.config.w_rank, "u_rank": p.config.u_rank, "context_bins": list(p.config.context_bins),
@@ -321,5 +329,7 @@ def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>
         "size_kb_int8": round(p.size_bytes(8) / 1024, 3), "size_kb_fp32": round(p.size_bytes(32) / 1024, 3),
         "file_kb": round(stem.with_suffix(".npz").stat().st_size / 1024, 3),
         "label_source": p.meta.get("label_source", "unknown"), "n_train": p.meta.get("n_train"),
+        "pattern_history": None if history is None else {
+            "file": str(PatternHistory.path_for(stem)), "patterns": len(history.wins)},
     }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
