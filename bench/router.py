@@ -360,8 +360,8 @@ def prompt_contexts(recs: list[Any]) -> tuple[dict[str, list[list[list[str]]]] |
     from ruvllm.config import Config
     from ruvllm.llm import Registry
     from ruvllm.llm.prompt import ContextItem, build_prompt
-    from ruvllm.router.oracle import QA_MODULES, DocRetriever, stdlib_corpus
-    from ruvllm.router.pipeline import make_embed
+    from ruvllm.router.oracle import DocRetriever, stdlib_corpus
+    from ruvllm.router.pipeline import PipelineConfig, make_embed
 
     if not recs or not all(r.answers for r in recs):
         return None, "the records hold no answers (synthetic labels)"
@@ -377,7 +377,8 @@ def prompt_contexts(recs: list[Any]) -> tuple[dict[str, list[list[list[str]]]] |
         packers[m] = (reg.spec(m).prompt_style,
                       lambda text, v=vocab: len(v.tokenize(text.encode("utf-8"), add_bos=False, special=False)))
     embed, _ = make_embed("sentence")
-    retriever = DocRetriever(stdlib_corpus(QA_MODULES, per_module=8), embed, k=8)
+    plan = PipelineConfig()  # the corpus and k the labelling used by default
+    retriever = DocRetriever(stdlib_corpus(plan.modules, per_module=plan.per_module), embed, k=plan.k)
     qvecs = np.asarray(embed([r.query for r in recs]), dtype=np.float32)
     out: dict[str, list[list[list[str]]]] = {}
     differ = 0

@@ -16,19 +16,11 @@ from ruvllm.router.fastgrnn_router import FastGRNNRouter
 from ruvllm.router.features import Y_HISTORY
 from ruvllm.router.history import PatternHistory, pattern_key, with_history
 from ruvllm.router.oracle import DocRetriever, SyntheticOracle, save_labelled, stdlib_corpus, stdlib_qa
+from ruvllm.router.pipeline import hash_embed
 from ruvllm.router.training import TrainConfig, train_from_oracle
 
 torch.set_num_threads(1)
 MODULES = ("json", "math", "textwrap", "heapq", "bisect", "base64")
-
-
-def fake_embed(texts: list[str]) -> np.ndarray:
-    """Deterministic bag-of-words hashing embedder (64-d), L2-normalised."""
-    out = np.zeros((len(texts), 64), np.float32)
-    for i, t in enumerate(texts):
-        for w in t.lower().replace("(", " ").replace(".", " ").split():
-            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
 @dataclass
@@ -105,7 +97,7 @@ def hidden_coin_records(tmp_path):
     question's own features tells it, its pattern's past questions do."""
     items = stdlib_qa(MODULES)
     recs = SyntheticOracle(["small", "large"], [0.27, 0.5]).label(items, DocRetriever(stdlib_corpus(MODULES),
-                                                                                      fake_embed, k=6))
+                                                                                      hash_embed, k=6))
     out = []
     for r in recs:
         coin = int(hashlib.md5(r.id.rsplit(":", 1)[0].encode()).hexdigest(), 16) % 2

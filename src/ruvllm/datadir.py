@@ -64,11 +64,12 @@ def read_marker(path: Path) -> dict[str, Any]:
     return info
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file, fsync, and rename over ``path``: readers see old or new, never half."""
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 1) -> None:
+    """Write JSON to a temp file, fsync, and rename over ``path``: readers see old or new, never half.
+    ``indent=None`` writes it compact (large tables)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
+        json.dump(data, fh, indent=indent, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -22,7 +22,6 @@ and without it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ruvllm.datadir import write_json_atomic
 from ruvllm.errors import InvalidInputError, StoreCorruptError
 from ruvllm.memory.writeback import named_symbols
 from ruvllm.router.features import N_HISTORY, query_type_of
@@ -94,12 +94,7 @@ class PatternHistory:
     def save(self, model_path: str | Path) -> Path:
         """Written to a temporary file, synced, then renamed over the old one."""
         dest = self.path_for(model_path)
-        tmp = dest.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "models": self.models, "wins": self.wins}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": self.wins}, indent=None)
         return dest
 
     @classmethod
