@@ -17,6 +17,7 @@ mean/scale) live in a ``Normalizer`` that is fitted on training data and saved n
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -177,6 +178,7 @@ def language_of(text: str) -> str:
     return best
 
 
+@functools.lru_cache(maxsize=256)  # one route asks twice (the features, the pattern history's key)
 def query_type_of(text: str) -> str:
     for name, pattern in _TYPE_RULES:
         if pattern.search(text):
