@@ -75,3 +75,42 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
     assert rv._online is not None and rv._online.stats()["feedbacks"] == 1
     logged = json.loads((d / "feedback.jsonl").read_text().splitlines()[-1])
     assert logged["request_id"] == a.request_id and logged["router"] == "queued"
+
+
+def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, embedder: Any) -> None:
+    """``router.shadow = 1``: the other installed model answers the served question too, in the
+    background; the best utility becomes the question's label, a known target for the online router
+    and a win on its pattern in the history table beside the checkpoint."""
+    from ruvllm.router.history import PatternHistory, pattern_key
+
+    d = tmp_path / "data"
+    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "60",
+                   "--epochs", "3", "--cv-folds", "0", "--history")
+    assert proc.returncode == 0, proc.stderr
+    before = PatternHistory.load(d / "router" / "router")
+    assert before is not None
+    question = "What does json.dumps do?"
+    key = pattern_key(question, "json.dumps")
+    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
+                                          "router.shadow": 1.0})
+    rv = RuvLLM(cfg, embedder=embedder)
+    try:
+        rv.ingest_stdlib(["json"])
+        a = rv.query(question, max_tokens=12, writeback=False)
+        installed = rv.router.models  # type: ignore[attr-defined]
+    finally:
+        rv.close()  # drains the queue: the shadow runs happen there
+    assert len(installed) >= 2, "needs two installed models (make install assembles gemma3-270m and qwen 0.5b)"
+    record = json.loads((d / "experiences.jsonl").read_text().splitlines()[-1])
+    shadow = record["shadow"]
+    runs = {r["model"]: r for r in shadow["runs"]}
+    assert set(runs) == set(installed) and runs[a.model]["quality"] == record["quality"]
+    assert all(0.0 <= r["quality"] <= 1.0 and r["latency_ms"] > 0 and r["cost"] > 0 for r in runs.values())
+    assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"])
+    assert rv.learning_stats()["shadow_labels"] == 1 and rv.learning_stats()["shadow_errors"] == 0
+    assert rv._online is not None and rv._online.stats()["observed"] == 1
+    after = PatternHistory.load(d / "router" / "router")  # saved on close
+    assert after is not None and key is not None
+    old = before.wins.get(key, [0.0] * len(before.models))
+    grown = [n - o for n, o in zip(after.wins[key], old, strict=True)]
+    assert grown == [1.0 if m == shadow["best"] else 0.0 for m in after.models]

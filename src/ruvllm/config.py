@@ -147,6 +147,11 @@ class RouterConfig:
     # kind = "fastgrnn": share of queries routed to a uniformly drawn model (ε-greedy exploration);
     # each decision records its propensity, so the online learner weights the outcome by 1/propensity
     explore: float = 0.0
+    # kind = "fastgrnn", learning on: share of answered queries that every other installed model also
+    # answers, in the background, judged like the served answer; the best utility (Q − 0.02·L[s] − 0.02·C,
+    # the oracle's) is the query's label: it trains the router online (a known target) and adds a win to
+    # its pattern history. Costs one extra generation per other model on those queries (off the request path)
+    shadow: float = 0.0
 
 
 @dataclass
@@ -277,6 +282,7 @@ class Config:
         check(self.router.kind in ("rules", "fastgrnn"), "router.kind must be 'rules' or 'fastgrnn'")
         check(0.0 <= self.router.confidence_threshold <= 1.0, "router.confidence_threshold must be in [0, 1]")
         check(0.0 <= self.router.explore <= 1.0, "router.explore must be in [0, 1]")
+        check(0.0 <= self.router.shadow <= 1.0, "router.shadow must be in [0, 1]")
         w = self.writeback
         check(0.0 <= w.quality_threshold <= 1.0, "writeback.quality_threshold must be in [0, 1]")
         check(0.0 < w.dup_similarity <= 1.0, "writeback.dup_similarity must be in (0, 1]")

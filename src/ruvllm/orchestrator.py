@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -42,7 +44,10 @@ from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
 
+log = logging.getLogger(__name__)
+
 RECENT_REQUESTS = 1024  # responses kept in memory so feedback can refer to them
+HISTORY_SAVE_EVERY = 10  # shadow wins between saves of the router's pattern history (and on close)
 MAX_QUERY_CHARS = 64_000  # beyond this no configured context window can hold the question
 HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similarity
 # A source whose name the question spells out ("What does json.dumps do?") gets this much
@@ -139,6 +144,11 @@ class RuvLLM:
         self._judge: Any = None
         # request id → (router features, model, propensity) of a routed answer, so feedback can reach the router
         self._routed: OrderedDict[str, tuple[Any, str, float]] = OrderedDict()
+        self._router_path: Path | None = None  # a FastGRNN checkpoint, where its pattern history is saved
+        self._shadow_rng = random.Random(self.config.llm.seed)  # which answers get shadow-labelled (router.shadow)
+        self._shadow_labels = 0
+        self._shadow_errors = 0
+        self._history_unsaved = 0  # shadow wins added to the pattern history since it was last saved
 
     # ---- parts, created on first use ---------------------------------------------
     @property
@@ -192,6 +202,7 @@ class RuvLLM:
                                       "run `ruvllm router train` or set router.model_path")
                 self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx,
                                                    epsilon=self.config.router.explore, seed=self.config.llm.seed)
+                self._router_path = path
             else:
                 self._router = RuleRouter(models, self._model_sizes(), max_context=self.config.llm.n_ctx)
         return self._router
@@ -438,7 +449,7 @@ class RuvLLM:
                     self._routed[resp.request_id] = (x, resp.model, _propensity(resp))
                     while len(self._routed) > RECENT_REQUESTS:
                         self._routed.popitem(last=False)
-        self._bg.submit((resp, [c.text for c in plan.built.used], x))
+        self._bg.submit((resp, [c.text for c in plan.built.used], x, plan))
 
     def _start_online(self) -> None:
         from ruvllm.router.fastgrnn_router import FastGRNNRouter
@@ -456,26 +467,97 @@ class RuvLLM:
             _, rid, x, model, score, propensity, question = item
             self._online.feedback(x, model, score, propensity=propensity, text=question, request_id=rid)
             return
-        resp, contexts, x = item
-        quality, judged_by = resp.quality, "grounding"
+        resp, contexts, x, plan = item
+        quality, judged_by = self._judged(resp.question, resp.answer, contexts, resp.quality)
+        label = None
+        rate = self.config.router.shadow
+        if x is not None and rate > 0 and self._shadow_rng.random() < rate:
+            try:
+                label = self._shadow_label(plan, resp, quality)
+            except Exception as exc:  # a failed extra run must not cost the served answer's experience
+                self._shadow_errors += 1
+                log.warning("shadow label of request %s failed: %s", resp.request_id, exc)
+        record = {
+            "request_id": resp.request_id, "time": time.time(), "question": resp.question, "model": resp.model,
+            "decision": resp.decision.to_dict(), "quality": quality, "judged_by": judged_by,
+            "latency_ms": resp.total_ms, "completion_tokens": resp.usage.get("completion_tokens", 0),
+        }
+        if label is not None:
+            record["shadow"] = label.to_dict()
+        _append_jsonl(self.data_dir / "experiences.jsonl", record)
+        if self._online is not None and x is not None:
+            self._online.observe(self._online.experience(
+                x, resp.model, quality, text=resp.question, propensity=_propensity(resp),
+                request_id=resp.request_id, target=label.best if label is not None else None))
+        if label is not None:
+            self._grow_history(plan, label.best)
+
+    def _judged(self, question: str, answer: str, contexts: list[str], grounding: float | None = None
+                ) -> tuple[float, str]:
+        """(quality, judged by): the configured LLM judge's verdict, else (or when its reply is
+        malformed) the grounding of the answer in its prompt's contexts."""
+        quality = judge.grounding(answer, contexts) if grounding is None else grounding
+        judged_by = "grounding"
         name = self.config.learning.judge_model
-        if name and resp.answer:
+        if name and answer:
             if self._judge is None:
                 from ruvllm.judge_llm import LLMJudge
 
                 self._judge = LLMJudge(self.pool.get(name))
-            verdict = self._judge.score(resp.question, resp.answer, contexts)
+            verdict = self._judge.score(question, answer, contexts)
             if verdict is not None:  # a malformed reply is counted by the judge, and grounding stands
                 quality, judged_by = verdict.quality, f"judge:{name}"
-        _append_jsonl(self.data_dir / "experiences.jsonl", {
-            "request_id": resp.request_id, "time": time.time(), "question": resp.question, "model": resp.model,
-            "decision": resp.decision.to_dict(), "quality": quality, "judged_by": judged_by,
-            "latency_ms": resp.total_ms, "completion_tokens": resp.usage.get("completion_tokens", 0),
-        })
-        if self._online is not None and x is not None:
-            self._online.observe(self._online.experience(
-                x, resp.model, quality, text=resp.question, propensity=_propensity(resp),
-                request_id=resp.request_id))
+        return quality, judged_by
+
+    def _shadow_label(self, plan: _Plan, resp: QueryResponse, quality: float) -> Any:
+        """``router.shadow``: every other model the router can choose answers the same question with
+        the same context budget and sampling, judged like the served answer; the best utility is the
+        question's label (``router/shadow.py``). None when the router has no other model."""
+        from ruvllm.router.fastgrnn_router import FastGRNNRouter
+        from ruvllm.router.shadow import ShadowRun, label_runs
+
+        router = self.router
+        assert isinstance(router, FastGRNNRouter)
+        others = [m for m in router.models if m != resp.model]
+        if not others or resp.model not in router.models:
+            return None
+        stages = resp.latency_ms
+        served_ms = stages.get("generate_escalated", stages.get("generate", resp.total_ms))
+        tokens = resp.usage.get("prompt_tokens", 0) + resp.usage.get("completion_tokens", 0)
+        runs = [ShadowRun(resp.model, quality, served_ms, self._cost(resp.model, tokens))]
+        for m in others:
+            gen = self.pool.get(m)
+            built = self._build(plan.question, plan.ranked, dataclasses.replace(plan.decision, model=m), gen,
+                                plan.params)
+            t0 = time.perf_counter()
+            out = _generate(gen, built, plan.params)
+            ms = out.total_ms or (time.perf_counter() - t0) * 1000.0
+            q, _ = self._judged(plan.question, clean_answer(out.text), [c.text for c in built.used])
+            runs.append(ShadowRun(m, q, ms, self._cost(m, out.prompt_tokens + out.completion_tokens)))
+        self._shadow_labels += 1
+        return label_runs(runs)
+
+    def _cost(self, model: str, tokens: int) -> float:
+        """The oracle's cost unit: parameters in billions × tokens in thousands."""
+        return float(self.registry.spec(model).params_m) / 1000.0 * tokens / 1000.0
+
+    def _grow_history(self, plan: _Plan, best: str) -> None:
+        """A shadow label is a win for ``best`` on the question's pattern, when the router reads a
+        pattern history; the table is saved beside the checkpoint every few wins and on close."""
+        router = self._router
+        history = getattr(router, "history", None)
+        if history is None or best not in history.models:
+            return
+        history.add(plan.question, history.models.index(best), getattr(plan.features, "top_hit", "") or "")
+        self._history_unsaved += 1
+        if self._history_unsaved >= HISTORY_SAVE_EVERY:
+            self._save_history()
+
+    def _save_history(self) -> None:
+        history = getattr(self._router, "history", None)
+        if history is not None and self._history_unsaved and self._router_path is not None:
+            history.save(self._router_path)
+            self._history_unsaved = 0
 
     def learning_stats(self) -> dict[str, Any]:
         bg = self._bg
@@ -486,6 +568,9 @@ class RuvLLM:
             out["judge"] = self._judge.stats()
         if self._online is not None:
             out["router_publishes"] = self._online.publishes
+        if self.config.router.shadow > 0:
+            out["shadow_labels"] = self._shadow_labels
+            out["shadow_errors"] = self._shadow_errors
         return out
 
     # ---- feedback ------------------------------------------------------------------
@@ -573,6 +658,7 @@ class RuvLLM:
         self._closed = True
         if self._bg is not None:
             self._bg.close()  # drain: every queued experience is judged and logged before we stop
+        self._save_history()
         self.pool.close()
         self.memory.close()
 

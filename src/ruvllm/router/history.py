@@ -17,11 +17,17 @@ training split (``from_records``) and saved next to the checkpoint (``<model>_hi
 Training rows see their pattern's history *without their own outcome* (leave-one-out), and a
 share of them (``TrainConfig.history_dropout``) see none, so the router learns to route both with
 and without it.
+
+The table grows from use: with ``router.shadow`` the orchestrator has every installed model answer
+a share of the served queries in the background, takes the best utility as the oracle would, and
+``add``s that win (the same meaning as a training win, with the judge's Q instead of the gold). The
+methods are safe to call from the request path and the background worker at once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +57,7 @@ def pattern_key(query: str, top_hit: str = "") -> str | None:
 class PatternHistory:
     models: list[str]
     wins: dict[str, list[float]] = field(default_factory=dict)  # key → per-model count of best choices
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.models or len(self.models) > N_HISTORY:
@@ -69,16 +76,18 @@ class PatternHistory:
             raise InvalidInputError(f"best model index {best_model} outside 0..{len(self.models) - 1}")
         key = pattern_key(query, top_hit)
         if key is not None:
-            counts = self.wins.setdefault(key, [0.0] * len(self.models))
-            counts[best_model] += 1.0
+            with self._lock:
+                counts = self.wins.setdefault(key, [0.0] * len(self.models))
+                counts[best_model] += 1.0
 
     def shares(self, query: str, leave_out: int | None = None, top_hit: str = "") -> list[float]:
         """Each model's share of the pattern's past best choices ([] without history).
         ``leave_out``: the best model of this very question, when it is one of the past ones."""
         key = pattern_key(query, top_hit)
-        if key is None or key not in self.wins:
-            return []
-        counts = np.array(self.wins[key])
+        with self._lock:
+            if key is None or key not in self.wins:
+                return []
+            counts = np.array(self.wins[key])
         if leave_out is not None:
             counts[leave_out] -= 1.0
         total = counts.sum()
@@ -94,7 +103,9 @@ class PatternHistory:
     def save(self, model_path: str | Path) -> Path:
         """Written to a temporary file, synced, then renamed over the old one."""
         dest = self.path_for(model_path)
-        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": self.wins}, indent=None)
+        with self._lock:
+            wins = {k: list(v) for k, v in self.wins.items()}
+        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": wins}, indent=None)
         return dest
 
     @classmethod
