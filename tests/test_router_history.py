@@ -133,3 +133,27 @@ def test_history_lets_the_router_route_seen_patterns_and_is_served_from_its_file
     # retraining into the same folder without history removes the stale table
     train_from_oracle(path, tmp_path / "hist", cfg)
     assert FastGRNNRouter.load(tmp_path / "hist" / "router").history is None
+
+
+def test_a_history_grown_by_shadow_labels_routes_new_patterns(tmp_path) -> None:
+    """bench.router_online's stream: held-out symbols' patterns start without a history; with every
+    question shadow-labelled (r = 1) their later phrasings are routed by the grown table, with r = 0
+    nothing changes. On the hidden-coin labels only the table can know a pattern's model."""
+    from bench.router_online import stream_run
+
+    path, recs = hidden_coin_records(tmp_path)
+    cfg = TrainConfig(epochs=40, iht_rounds=2, iht_epochs=3, retrain_epochs=10, seed=0, history=True)
+    report = train_from_oracle(path, tmp_path / "hist", cfg)
+    router = FastGRNNRouter.load(report.checkpoint)
+    table = router.history
+    assert table is not None
+    stream = [r for r in recs if r.split == "test_unseen"]
+
+    def later_accuracy(run: dict) -> float:
+        return float(np.mean([x["correct"] for x in run["rows"] if x["occ"] > 0]))
+
+    frozen, grown = stream_run(router, table, stream, 0.0, seed=1), stream_run(router, table, stream, 1.0, seed=1)
+    assert frozen["labels"] == 0 and grown["labels"] == len(stream) and grown["patterns_added"] > 0
+    assert len(table.wins) == len(FastGRNNRouter.load(report.checkpoint).history.wins)  # the run grew a copy
+    assert later_accuracy(grown) > later_accuracy(frozen) + 0.2, (later_accuracy(frozen), later_accuracy(grown))
+    assert all(x["had_history"] for x in grown["rows"] if x["occ"] > 0)

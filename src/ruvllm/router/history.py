@@ -71,6 +71,10 @@ class PatternHistory:
             h.add(r.query, int(r.best_model), _top_hit(r))
         return h
 
+    def copy(self) -> PatternHistory:
+        with self._lock:
+            return PatternHistory(list(self.models), {k: list(v) for k, v in self.wins.items()})
+
     def add(self, query: str, best_model: int, top_hit: str = "") -> None:
         if not 0 <= best_model < len(self.models):
             raise InvalidInputError(f"best model index {best_model} outside 0..{len(self.models) - 1}")
@@ -103,9 +107,7 @@ class PatternHistory:
     def save(self, model_path: str | Path) -> Path:
         """Written to a temporary file, synced, then renamed over the old one."""
         dest = self.path_for(model_path)
-        with self._lock:
-            wins = {k: list(v) for k, v in self.wins.items()}
-        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": wins}, indent=None)
+        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": self.copy().wins}, indent=None)
         return dest
 
     @classmethod
