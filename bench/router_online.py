@@ -11,7 +11,9 @@ each pattern asked in several phrasings. The router routes each one with its tab
 then, with probability r (the share ``router.shadow`` samples), the question is shadow-labelled —
 here with its stored oracle label, i.e. a judge that agrees with the oracle's Q — and that label
 is added to the table as a win, as the orchestrator does. Arms r = 0 (the baseline: the table
-never grows), 0.25, 0.5 and 1, on the same streams. The router's weights stay frozen (the online
+never grows), 0.25, 0.5 and 1, and r = 1 capped at 3 and at 1 win per pattern
+(``router.shadow_per_pattern``: a pattern the table already knows that well is not labelled
+again), on the same streams. The router's weights stay frozen (the online
 learner is measured elsewhere, bench/learning.py): only the table changes.
 
 Reported per arm, against the oracle of each question: model accuracy and utility regret by the
@@ -36,11 +38,13 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RATES = (0.0, 0.25, 0.5, 1.0)
+# (r, per-pattern cap): label a question with probability r while its pattern has fewer than cap
+# wins in the table (0: no cap), as router.shadow and router.shadow_per_pattern do
+ARMS = ((0.0, 0), (0.25, 0), (0.5, 0), (1.0, 0), (1.0, 3), (1.0, 1))
 OCCURRENCES = ("1st", "2nd", "3rd+")
 
 
-def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int) -> dict[str, Any]:
+def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int, cap: int = 0) -> dict[str, Any]:
     """Route the stream once with a growing copy of ``history``; per-question correctness and regret."""
     from ruvllm.router.base import RouteInput
     from ruvllm.router.history import _top_hit, pattern_key
@@ -65,13 +69,13 @@ def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: in
         u = np.asarray(r.utility)
         rows.append({"occ": occ, "had_history": had, "correct": m == r.best_model,
                      "regret": float(u.max() - u[m, c])})
-        if rate > 0 and rng.random() < rate:
+        if rate > 0 and rng.random() < rate and (cap <= 0 or table.count(r.query, _top_hit(r)) < cap):
             table.add(r.query, int(r.best_model), _top_hit(r))
             labels += 1
     return {"rows": rows, "labels": labels, "patterns_added": len(table.wins) - len(history.wins)}
 
 
-def summarise(runs: list[dict[str, Any]], n_models: int, rate: float) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], n_models: int, rate: float, cap: int = 0) -> dict[str, Any]:
     """Mean over seeds of accuracy / utility regret, overall and by occurrence."""
     def agg(pick: Any) -> dict[str, float]:
         acc, reg, n = [], [], []
@@ -86,7 +90,7 @@ def summarise(runs: list[dict[str, Any]], n_models: int, rate: float) -> dict[st
 
     n = len(runs[0]["rows"])
     return {
-        "rate": rate,
+        "rate": rate, "cap": cap,
         "all": agg(lambda x: True),
         "by_occurrence": {name: agg(lambda x, k=k: x["occ"] == k) for k, name in enumerate(OCCURRENCES)},
         "with_history_share": round(float(np.mean([np.mean([x["had_history"] for x in r["rows"]]) for r in runs])), 4),
@@ -107,14 +111,14 @@ def markdown(doc: dict[str, Any]) -> str:
         "A shadow label here is the question's stored oracle label: the orchestrator's judge would have to "
         "agree with the oracle's Q for the live figures to match. The router's weights are frozen; "
         "only the table grows.", "",
-        "| shadow rate r | accuracy | 1st time | 2nd time | 3rd+ time | utility regret | 1st | 2nd | 3rd+ | "
-        "routed with a history | extra generations / query |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| shadow rate r | per-pattern cap | accuracy | 1st time | 2nd time | 3rd+ time | utility regret | 1st | "
+        "2nd | 3rd+ | routed with a history | extra generations / query |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a in doc["arms"]:
         occ = a["by_occurrence"]
         lines.append(
-            f"| {a['rate']:g} | {a['all']['accuracy']:.3f} ± {a['all']['accuracy_std']:.3f} | "
+            f"| {a['rate']:g} | {a['cap'] or '–'} | {a['all']['accuracy']:.3f} ± {a['all']['accuracy_std']:.3f} | "
             + " | ".join(f"{occ[k]['accuracy']:.3f}" if occ[k] else "–" for k in OCCURRENCES)
             + f" | {a['all']['utility_regret']:.4f} | "
             + " | ".join(f"{occ[k]['utility_regret']:.4f}" if occ[k] else "–" for k in OCCURRENCES)
@@ -136,7 +140,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     xs = np.arange(len(OCCURRENCES))
     for a in doc["arms"]:
         ys = [a["by_occurrence"][k].get("accuracy", np.nan) for k in OCCURRENCES]
-        ax.plot(xs, ys, marker="o", label=f"r = {a['rate']:g}")
+        ax.plot(xs, ys, marker="o", label=f"r = {a['rate']:g}" + (f", cap {a['cap']}" if a["cap"] else ""))
     ax.axhline(doc["seen"]["accuracy"], color="grey", ls="--", label="trained patterns (test_seen)")
     ax.set_xticks(xs, [f"{k} time asked" for k in OCCURRENCES])
     ax.set_ylabel("decision accuracy vs oracle")
@@ -184,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     from ruvllm.router.history import _top_hit, pattern_key
 
     seen = stream_run(router, history, [r for r in recs if r.split == "test_seen"], 0.0, 0)
-    arms = [summarise([stream_run(router, history, stream, rate, s) for s in range(args.seeds)],
-                      len(router.params.config.models), rate) for rate in RATES]
+    arms = [summarise([stream_run(router, history, stream, rate, s, cap) for s in range(args.seeds)],
+                      len(router.params.config.models), rate, cap) for rate, cap in ARMS]
     doc = {
         "command": "python -m bench.router_online " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -80,7 +80,8 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
 def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, embedder: Any) -> None:
     """``router.shadow = 1``: the other installed model answers the served question too, in the
     background; the best utility becomes the question's label, a known target for the online router
-    and a win on its pattern in the history table beside the checkpoint."""
+    and a win on its pattern in the history table beside the checkpoint. Once the pattern holds
+    ``router.shadow_per_pattern`` wins, the same question is not labelled again."""
     from ruvllm.router.history import PatternHistory, pattern_key
 
     d = tmp_path / "data"
@@ -91,24 +92,27 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     assert before is not None
     question = "What does json.dumps do?"
     key = pattern_key(question, "json.dumps")
+    cap = int(before.count(question, "json.dumps")) + 1  # room for exactly one more label
     cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
-                                          "router.shadow": 1.0})
+                                          "router.shadow": 1.0, "router.shadow_per_pattern": cap})
     rv = RuvLLM(cfg, embedder=embedder)
     try:
         rv.ingest_stdlib(["json"])
         a = rv.query(question, max_tokens=12, writeback=False)
+        rv.query(question, max_tokens=12, writeback=False)  # the worker runs in order: labelled after the first
         installed = rv.router.models  # type: ignore[attr-defined]
     finally:
         rv.close()  # drains the queue: the shadow runs happen there
     assert len(installed) >= 2, "needs two installed models (make install assembles gemma3-270m and qwen 0.5b)"
-    record = json.loads((d / "experiences.jsonl").read_text().splitlines()[-1])
-    shadow = record["shadow"]
+    first, second = (json.loads(ln) for ln in (d / "experiences.jsonl").read_text().splitlines()[-2:])
+    assert "shadow" not in second  # the pattern reached its cap with the first label
+    shadow = first["shadow"]
     runs = {r["model"]: r for r in shadow["runs"]}
-    assert set(runs) == set(installed) and runs[a.model]["quality"] == record["quality"]
+    assert set(runs) == set(installed) and runs[a.model]["quality"] == first["quality"]
     assert all(0.0 <= r["quality"] <= 1.0 and r["latency_ms"] > 0 and r["cost"] > 0 for r in runs.values())
     assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"])
     assert rv.learning_stats()["shadow_labels"] == 1 and rv.learning_stats()["shadow_errors"] == 0
-    assert rv._online is not None and rv._online.stats()["observed"] == 1
+    assert rv._online is not None and rv._online.stats()["observed"] == 2
     after = PatternHistory.load(d / "router" / "router")  # saved on close
     assert after is not None and key is not None
     old = before.wins.get(key, [0.0] * len(before.models))

@@ -63,6 +63,19 @@ def test_shares_count_best_choices_and_leave_one_out() -> None:
         PatternHistory([])
 
 
+def test_count_is_the_patterns_number_of_best_choices() -> None:
+    h = PatternHistory(["a", "b"])
+    for best in (0, 1, 1):
+        h.add("What does json.dumps do?", best)
+    h.add("Explain json.dumps.", 0)  # another type: another pattern
+    assert h.count("What is json.dumps?") == 3.0
+    assert h.count("Explain json.dumps in detail.") == 1.0
+    assert h.count("What does json.loads do?") == 0.0 and h.count("hello there") == 0.0
+    copy = h.copy()
+    copy.add("What does json.dumps do?", 0)
+    assert copy.count("What does json.dumps do?") == 4.0 and h.count("What does json.dumps do?") == 3.0
+
+
 def test_with_history_leaves_out_the_own_outcome_and_drops_a_seeded_share() -> None:
     recs = [q("What does json.dumps do?", i % 2, f"r{i}") for i in range(200)]
     h = PatternHistory.from_records(recs, ["a", "b"])

@@ -45,7 +45,8 @@ def test_bad_runs_are_refused(runs: list[ShadowRun]) -> None:
         label_runs(runs)
 
 
-@pytest.mark.parametrize("rate", [-0.1, 1.5])
-def test_the_shadow_rate_is_a_share(rate: float) -> None:
-    with pytest.raises(ConfigError, match="router.shadow"):
-        Config.load(**{"router.shadow": rate})
+@pytest.mark.parametrize(("key", "value"), [("router.shadow", -0.1), ("router.shadow", 1.5),
+                                            ("router.shadow_per_pattern", -1)])
+def test_the_shadow_settings_are_checked(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Config.load(**{key: value})

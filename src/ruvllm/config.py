@@ -152,6 +152,9 @@ class RouterConfig:
     # the oracle's) is the query's label: it trains the router online (a known target) and adds a win to
     # its pattern history. Costs one extra generation per other model on those queries (off the request path)
     shadow: float = 0.0
+    # a pattern (named symbols + query type) with this many wins in the router's pattern history is
+    # not shadow-labelled again: later labels mostly repeat the first ones. 0 = no cap
+    shadow_per_pattern: int = 3
 
 
 @dataclass
@@ -283,6 +286,7 @@ class Config:
         check(0.0 <= self.router.confidence_threshold <= 1.0, "router.confidence_threshold must be in [0, 1]")
         check(0.0 <= self.router.explore <= 1.0, "router.explore must be in [0, 1]")
         check(0.0 <= self.router.shadow <= 1.0, "router.shadow must be in [0, 1]")
+        check(self.router.shadow_per_pattern >= 0, "router.shadow_per_pattern must be >= 0 (0: no cap)")
         w = self.writeback
         check(0.0 <= w.quality_threshold <= 1.0, "writeback.quality_threshold must be in [0, 1]")
         check(0.0 < w.dup_similarity <= 1.0, "writeback.dup_similarity must be in (0, 1]")

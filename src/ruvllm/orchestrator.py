@@ -470,8 +470,7 @@ class RuvLLM:
         resp, contexts, x, plan = item
         quality, judged_by = self._judged(resp.question, resp.answer, contexts, resp.quality)
         label = None
-        rate = self.config.router.shadow
-        if x is not None and rate > 0 and self._shadow_rng.random() < rate:
+        if x is not None and self._shadow_due(plan):
             try:
                 label = self._shadow_label(plan, resp, quality)
             except Exception as exc:  # a failed extra run must not cost the served answer's experience
@@ -508,6 +507,17 @@ class RuvLLM:
             if verdict is not None:  # a malformed reply is counted by the judge, and grounding stands
                 quality, judged_by = verdict.quality, f"judge:{name}"
         return quality, judged_by
+
+    def _shadow_due(self, plan: _Plan) -> bool:
+        """Drawn with probability ``router.shadow``, unless the router's pattern history already
+        holds ``router.shadow_per_pattern`` wins for the question's pattern."""
+        rc = self.config.router
+        if rc.shadow <= 0 or self._shadow_rng.random() >= rc.shadow:
+            return False
+        history = getattr(self._router, "history", None)
+        if history is None or rc.shadow_per_pattern <= 0:
+            return True
+        return history.count(plan.question, getattr(plan.features, "top_hit", "") or "") < rc.shadow_per_pattern
 
     def _shadow_label(self, plan: _Plan, resp: QueryResponse, quality: float) -> Any:
         """``router.shadow``: every other model the router can choose answers the same question with

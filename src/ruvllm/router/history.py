@@ -84,6 +84,12 @@ class PatternHistory:
                 counts = self.wins.setdefault(key, [0.0] * len(self.models))
                 counts[best_model] += 1.0
 
+    def count(self, query: str, top_hit: str = "") -> float:
+        """How many best choices the table holds for the question's pattern (0 without one)."""
+        key = pattern_key(query, top_hit)
+        with self._lock:
+            return float(sum(self.wins.get(key, ()))) if key is not None else 0.0
+
     def shares(self, query: str, leave_out: int | None = None, top_hit: str = "") -> list[float]:
         """Each model's share of the pattern's past best choices ([] without history).
         ``leave_out``: the best model of this very question, when it is one of the past ones."""
