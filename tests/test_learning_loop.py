@@ -90,6 +90,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     assert proc.returncode == 0, proc.stderr
     before = PatternHistory.load(d / "router" / "router")
     assert before is not None
+    trained = PatternHistory.path_for(d / "router" / "router").read_bytes()
     question = "What does json.dumps do?"
     key = pattern_key(question, "json.dumps")
     cap = int(before.count(question, "json.dumps")) + 1  # room for exactly one more label
@@ -113,7 +114,10 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"])
     assert rv.learning_stats()["shadow_labels"] == 1 and rv.learning_stats()["shadow_errors"] == 0
     assert rv._online is not None and rv._online.stats()["observed"] == 2
-    after = PatternHistory.load(d / "router" / "router")  # saved on close
+    # the wins learnt in use are saved on close, apart from the trained table, and read with it
+    assert PatternHistory.path_for(d / "router" / "router").read_bytes() == trained
+    assert PatternHistory.online_path_for(d / "router" / "router").exists()
+    after = PatternHistory.load(d / "router" / "router")
     assert after is not None and key is not None
     old = before.wins.get(key, [0.0] * len(before.models))
     grown = [n - o for n, o in zip(after.wins[key], old, strict=True)]

@@ -4,6 +4,7 @@ checkpoint, serving, and what it buys a router whose labels are a per-pattern hi
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -103,6 +104,34 @@ def test_file_beside_the_checkpoint_round_trips_and_a_corrupt_one_is_refused(tmp
         path.write_text(bad)
         with pytest.raises(StoreCorruptError, match="retrain the router or delete"):
             PatternHistory.load(tmp_path / "router")
+
+
+def test_wins_learnt_in_use_live_in_their_own_file_and_survive_a_retrained_table(tmp_path) -> None:
+    h = PatternHistory.from_records([q("What does json.dumps do?", 1)], ["a", "b"])
+    trained = h.save(tmp_path / "router").read_bytes()
+    h.add("What is json.dumps?", 0, online=True)
+    h.add("Show a code snippet calling math.floor.", 1, online=True)
+    assert h.count("What does json.dumps do?") == 2.0
+    online = h.save_online(tmp_path / "router")
+    assert online == tmp_path / "router_history_online.json"
+    assert (tmp_path / "router_history.json").read_bytes() == trained  # the trained table is not rewritten
+    loaded = PatternHistory.load(tmp_path / "router")
+    assert loaded is not None and loaded.wins == h.wins and loaded.online == h.online
+    assert loaded.shares("What does json.dumps do?") == [0.5, 0.5]
+
+    # a retraining rewrites the trained table (here for models ["b", "c"]); the wins learnt in use
+    # are added to it by model name, and a model the router no longer has is dropped
+    PatternHistory.from_records([q("What does json.dumps do?", 0)], ["b", "c"]).save(tmp_path / "router")
+    again = PatternHistory.load(tmp_path / "router")
+    assert again is not None
+    assert again.wins == {"json.dumps|definition": [1.0, 0.0], "math.floor|code": [1.0, 0.0]}
+    assert again.online == {"math.floor|code": [1.0, 0.0]}
+    again.save(tmp_path / "router")  # saving the trained part leaves the wins learnt in use out
+    assert json.loads((tmp_path / "router_history.json").read_text())["wins"] == {"json.dumps|definition": [1.0, 0.0]}
+
+    online.write_text('{"format": "ruvllm-pattern-history-v1", "models": ["a"], "wins": {"k": [1, 2]}}')
+    with pytest.raises(StoreCorruptError, match="router_history_online.json"):
+        PatternHistory.load(tmp_path / "router")
 
 
 def hidden_coin_records(tmp_path):

@@ -553,12 +553,14 @@ class RuvLLM:
 
     def _grow_history(self, plan: _Plan, best: str) -> None:
         """A shadow label is a win for ``best`` on the question's pattern, when the router reads a
-        pattern history; the table is saved beside the checkpoint every few wins and on close."""
+        pattern history; the wins learnt in use are saved beside the checkpoint's table
+        (``<model>_history_online.json``) every few wins and on close."""
         router = self._router
         history = getattr(router, "history", None)
         if history is None or best not in history.models:
             return
-        history.add(plan.question, history.models.index(best), getattr(plan.features, "top_hit", "") or "")
+        history.add(plan.question, history.models.index(best), getattr(plan.features, "top_hit", "") or "",
+                    online=True)
         self._history_unsaved += 1
         if self._history_unsaved >= HISTORY_SAVE_EVERY:
             self._save_history()
@@ -566,7 +568,7 @@ class RuvLLM:
     def _save_history(self) -> None:
         history = getattr(self._router, "history", None)
         if history is not None and self._history_unsaved and self._router_path is not None:
-            history.save(self._router_path)
+            history.save_online(self._router_path)
             self._history_unsaved = 0
 
     def learning_stats(self) -> dict[str, Any]:

@@ -330,6 +330,8 @@ def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>
         "file_kb": round(stem.with_suffix(".npz").stat().st_size / 1024, 3),
         "label_source": p.meta.get("label_source", "unknown"), "n_train": p.meta.get("n_train"),
         "pattern_history": None if history is None else {
-            "file": str(PatternHistory.path_for(stem)), "patterns": len(history.wins)},
+            "file": str(PatternHistory.path_for(stem)), "patterns": len(history.wins),
+            "learnt_in_use": {"file": str(PatternHistory.online_path_for(stem)), "patterns": len(history.online),
+                              "wins": int(sum(sum(v) for v in history.online.values()))}},
     }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")

@@ -21,6 +21,8 @@ and without it.
 The table grows from use: with ``router.shadow`` the orchestrator has every installed model answer
 a share of the served queries in the background, takes the best utility as the oracle would, and
 ``add``s that win (the same meaning as a training win, with the judge's Q instead of the gold). The
+wins learnt in use are saved apart, in ``<model>_history_online.json`` (``save_online``), and
+``load`` adds them to the trained table: a retraining rewrites the trained table and keeps them. The
 methods are safe to call from the request path and the background worker at once.
 """
 
@@ -57,6 +59,7 @@ def pattern_key(query: str, top_hit: str = "") -> str | None:
 class PatternHistory:
     models: list[str]
     wins: dict[str, list[float]] = field(default_factory=dict)  # key → per-model count of best choices
+    online: dict[str, list[float]] = field(default_factory=dict)  # the part of ``wins`` added in use
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,16 +76,23 @@ class PatternHistory:
 
     def copy(self) -> PatternHistory:
         with self._lock:
-            return PatternHistory(list(self.models), {k: list(v) for k, v in self.wins.items()})
+            return PatternHistory(list(self.models), {k: list(v) for k, v in self.wins.items()},
+                                  {k: list(v) for k, v in self.online.items()})
 
-    def add(self, query: str, best_model: int, top_hit: str = "") -> None:
+    def add(self, query: str, best_model: int, top_hit: str = "", *, online: bool = False) -> None:
+        """One more best choice of ``best_model`` on the question's pattern; ``online``: learnt in use
+        (a shadow label), kept in its own file by ``save_online``."""
         if not 0 <= best_model < len(self.models):
             raise InvalidInputError(f"best model index {best_model} outside 0..{len(self.models) - 1}")
         key = pattern_key(query, top_hit)
         if key is not None:
             with self._lock:
-                counts = self.wins.setdefault(key, [0.0] * len(self.models))
-                counts[best_model] += 1.0
+                self._add(key, best_model, 1.0, online)
+
+    def _add(self, key: str, model: int, n: float, online: bool) -> None:
+        self.wins.setdefault(key, [0.0] * len(self.models))[model] += n
+        if online:
+            self.online.setdefault(key, [0.0] * len(self.models))[model] += n
 
     def count(self, query: str, top_hit: str = "") -> float:
         """How many best choices the table holds for the question's pattern (0 without one)."""
@@ -105,35 +115,69 @@ class PatternHistory:
 
     # ---- files -----------------------------------------------------------------------
     @staticmethod
-    def path_for(model_path: str | Path) -> Path:
+    def path_for(model_path: str | Path, suffix: str = "_history.json") -> Path:
         """The table beside a checkpoint: ``<dir>/router`` → ``<dir>/router_history.json``."""
         p = Path(model_path)
-        return p.with_name(p.name.removesuffix(".npz") + "_history.json")
+        return p.with_name(p.name.removesuffix(".npz") + suffix)
+
+    @classmethod
+    def online_path_for(cls, model_path: str | Path) -> Path:
+        """The wins learnt in use: ``<dir>/router`` → ``<dir>/router_history_online.json``."""
+        return cls.path_for(model_path, "_history_online.json")
 
     def save(self, model_path: str | Path) -> Path:
-        """Written to a temporary file, synced, then renamed over the old one."""
-        dest = self.path_for(model_path)
-        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": self.copy().wins}, indent=None)
+        """The trained table (the wins learnt in use left out). Written to a temporary file, synced,
+        then renamed over the old one."""
+        with self._lock:
+            trained = {k: [w - o for w, o in zip(v, self.online.get(k, [0.0] * len(v)), strict=True)]
+                       for k, v in self.wins.items()}
+        return self._write(self.path_for(model_path), {k: v for k, v in trained.items() if sum(v) > 0})
+
+    def save_online(self, model_path: str | Path) -> Path:
+        """The wins learnt in use, in their own file beside the trained table (atomic, like ``save``)."""
+        with self._lock:
+            online = {k: list(v) for k, v in self.online.items()}
+        return self._write(self.online_path_for(model_path), online)
+
+    def _write(self, dest: Path, wins: dict[str, list[float]]) -> Path:
+        write_json_atomic(dest, {"format": FORMAT, "models": self.models, "wins": wins}, indent=None)
         return dest
 
     @classmethod
     def load(cls, model_path: str | Path) -> PatternHistory | None:
-        """The table beside ``model_path``; None when there is none (a router trained without it)."""
+        """The table beside ``model_path`` plus the wins learnt in use; None when there is no trained
+        table (a router trained without it does not read the slots, so the wins in use wait)."""
         path = cls.path_for(model_path)
         if not path.exists():
             return None
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("format") != FORMAT:
-                raise ValueError(f"format {doc.get('format')!r}")
-            models = [str(m) for m in doc["models"]]
-            wins = {str(k): [float(c) for c in v] for k, v in doc["wins"].items()}
-            if any(len(v) != len(models) or min(v) < 0 for v in wins.values()):
-                raise ValueError("a pattern's counts do not match the models")
-            return cls(models, wins)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidInputError) as exc:
-            raise StoreCorruptError(f"pattern history {path} is unreadable ({exc}); retrain the router or "
-                                    "delete the file to route without history") from None
+        models, wins = _read(path)
+        h = cls(models, wins)
+        online = cls.online_path_for(model_path)
+        if online.exists():
+            o_models, o_wins = _read(online)
+            with h._lock:
+                for key, counts in o_wins.items():  # by model name: a model the router lost is dropped
+                    for name, n in zip(o_models, counts, strict=True):
+                        if name in h.models and n > 0:
+                            h._add(key, h.models.index(name), n, True)
+        return h
+
+
+def _read(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}")
+        models = [str(m) for m in doc["models"]]
+        if not 1 <= len(models) <= N_HISTORY:
+            raise ValueError(f"{len(models)} models")
+        wins = {str(k): [float(c) for c in v] for k, v in doc["wins"].items()}
+        if any(len(v) != len(models) or min(v) < 0 for v in wins.values()):
+            raise ValueError("a pattern's counts do not match the models")
+        return models, wins
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreCorruptError(f"pattern history {path} is unreadable ({exc}); retrain the router or "
+                                "delete the file to route without it") from None
 
 
 def _top_hit(record: Any) -> str:
