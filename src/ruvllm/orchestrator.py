@@ -670,7 +670,10 @@ class RuvLLM:
         self._closed = True
         if self._bg is not None:
             self._bg.close()  # drain: every queued experience is judged and logged before we stop
-        self._save_history()
+        try:
+            self._save_history()
+        except OSError as exc:  # e.g. a full disk: the memory store must still close cleanly
+            log.warning("could not save the router's pattern history learnt in use: %s", exc)
         self.pool.close()
         self.memory.close()
 

@@ -41,6 +41,10 @@ class ChatMessage:
     role: Literal["system", "user", "assistant"]
     content: str
 
+    def to_dict(self) -> dict[str, str]:
+        """The OpenAI / llama.cpp chat format."""
+        return {"role": self.role, "content": self.content}
+
 
 @dataclass
 class Generation:

@@ -187,7 +187,7 @@ class LlamaCppGenerator:
 
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=text(self.llm.token_eos()),
                                                   bos_token=text(self.llm.token_bos()))
-        msgs: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        msgs: list[Any] = [m.to_dict() for m in messages]
         return str(self._formatter(messages=msgs).prompt)
 
     def choice_probs(self, prompt: str | list[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
@@ -230,7 +230,7 @@ class LlamaCppGenerator:
         return out
 
     def _chat_call(self, messages: list[ChatMessage], params: SamplingParams, *, stream: bool) -> Any:
-        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        msgs = [m.to_dict() for m in messages]
         try:
             return self.llm.create_chat_completion(messages=msgs, stream=stream, **_sampling(params))
         except ValueError as exc:

@@ -154,7 +154,7 @@ class OpenAIGenerator:
 
     def chat(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:
         params.validate()
-        msgs: Any = [{"role": m.role, "content": m.content} for m in messages]
+        msgs: Any = [m.to_dict() for m in messages]
         t0 = time.perf_counter()
         out = self._call(lambda: self._client.chat.completions.create(model=self.model, messages=msgs,
                                                                       **_sampling(params)))
@@ -172,7 +172,7 @@ class OpenAIGenerator:
 
     def stream_chat(self, messages: list[ChatMessage], params: SamplingParams) -> Iterator[str]:
         params.validate()
-        msgs: Any = [{"role": m.role, "content": m.content} for m in messages]
+        msgs: Any = [m.to_dict() for m in messages]
         stream = self._call(lambda: self._client.chat.completions.create(model=self.model, messages=msgs, stream=True,
                                                                          **_sampling(params)))
         for chunk in self._iter(stream):
