@@ -112,3 +112,26 @@ def test_stored_answers_do_not_take_the_documents_places(tmp_path) -> None:
         assert _with_documents(mem, q, few, 10) is few  # fewer nodes than k: all of them already
     finally:
         mem.close()
+
+
+def test_close_survives_a_history_that_cannot_be_saved(tmp_path, caplog) -> None:
+    """The wins learnt in use are saved on close; when that fails (here: the checkpoint's folder is
+    gone, as a full disk would fail it) close still closes the memory store, and says why."""
+    from types import SimpleNamespace
+
+    from ruvllm.config import Config
+    from ruvllm.orchestrator import RuvLLM
+    from ruvllm.router.history import PatternHistory
+
+    rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data")))
+    history = PatternHistory(["a", "b"])
+    history.add("What does json.dumps do?", 1, online=True)
+    rv._router = SimpleNamespace(history=history)  # type: ignore[assignment]
+    rv._router_path = tmp_path / "gone" / "router"
+    rv._history_unsaved = 1
+    closed = []
+    real_close = rv.memory.close
+    rv.memory.close = lambda: (closed.append(True), real_close())  # type: ignore[method-assign]
+    rv.close()
+    assert closed == [True]
+    assert "could not save the router's pattern history" in caplog.text
