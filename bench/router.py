@@ -406,7 +406,6 @@ def replay_safety(pm: np.ndarray, pc: np.ndarray, conf: np.ndarray, recs: list[A
     ``cascade.escalate`` on the answer as served (``clean_answer``) and, when the policy checks
     quality, its grounding in the docs the prompt held. Models are ordered small to large as in the
     records. Returns (final model, model of a failed first answer or -1, fell back)."""
-    from ruvllm import judge
     from ruvllm.llm.prompt import clean_answer
     from ruvllm.router import cascade
     from ruvllm.router.base import Decision
@@ -426,7 +425,7 @@ def replay_safety(pm: np.ndarray, pc: np.ndarray, conf: np.ndarray, recs: list[A
             if policy.cascade and policy.quality_threshold > 0:
                 if contexts is None:
                     raise ValueError("a grounding check needs the prompts' contexts (prompt_contexts)")
-                quality = judge.grounding(answer, contexts[r.id][m][pc[i]])
+                quality = cascade.check_quality(r.query, answer, contexts[r.id][m][pc[i]])
             nxt = cascade.escalate(d, answer, quality, models, sizes, policy)
             if nxt is not None:
                 first[i], m = m, models.index(nxt.model)

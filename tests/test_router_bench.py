@@ -84,7 +84,7 @@ def test_replay_safety_runs_the_orchestrators_fallback_and_cascade() -> None:
     docs = "json.dumps serializes an object to a JSON formatted string"
 
     def rec(id_: str, answer: str) -> SimpleNamespace:
-        return SimpleNamespace(id=id_, models=models, context_bins=[256, 1024],
+        return SimpleNamespace(id=id_, query="What does json.dumps do?", models=models, context_bins=[256, 1024],
                                answers=[[answer, answer], ["a mid answer", ""], ["a large answer", ""]])
 
     recs = [rec("sure", "json.dumps serializes an object to a JSON string"),

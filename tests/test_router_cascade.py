@@ -41,3 +41,36 @@ def test_answer_checks() -> None:
     assert "does not know" in answer_fails("Sorry, I'm not sure about that.", None, p)
     assert answer_fails("Sorry, I'm not sure.", None, CascadePolicy(self_check=False)) == ""
     assert answer_fails("Use json.dumps(obj).", 0.9, p) == ""
+
+
+DOC = ("json.dumps(obj, *, skipkeys=False, ensure_ascii=True, indent=None) Serialize obj to a JSON formatted "
+       "str. If skipkeys is true then dict keys that are not of a basic type are skipped.")
+SNIPPET = "```python\nimport json\nprint(json.dumps({'name': 'Ada', 'age': 36}))\n```"
+RECITAL = ("json.dumps serializes obj to a JSON formatted str; if skipkeys is true then dict keys that are not "
+           "of a basic type are skipped.")
+
+
+def test_a_code_request_is_checked_on_its_code_not_its_grounding() -> None:
+    from ruvllm import judge
+    from ruvllm.router.cascade import check_quality
+
+    ask = "Show a code snippet calling json.dumps."
+    policy = CascadePolicy.from_router_config(type("RC", (), {"confidence_threshold": 0.5, "cascade": True})())
+    # grounding in the docs gets both wrong: the runnable snippet fails, the recital passes
+    assert judge.grounding(SNIPPET, [DOC]) < policy.quality_threshold <= judge.grounding(RECITAL, [DOC])
+    assert check_quality(ask, SNIPPET, [DOC]) == 1.0
+    assert check_quality(ask, RECITAL, [DOC]) == 0.0
+    assert check_quality(ask, "```python\nfrom json import dumps as d\nprint(d([1]))\n```", [DOC]) == 1.0
+    assert check_quality(ask, "```python\nimport json\nf = json.dumps\n```", [DOC]) == 0.25  # named, not called
+    assert escalate(d("small"), SNIPPET, check_quality(ask, SNIPPET, [DOC]), ALL, SIZES, policy) is None
+    nxt = escalate(d("small"), RECITAL, check_quality(ask, RECITAL, [DOC]), ALL, SIZES, policy)
+    assert nxt is not None and nxt.model == "mid"
+
+
+def test_other_requests_keep_the_grounding_check() -> None:
+    from ruvllm import judge
+    from ruvllm.router.cascade import check_quality
+
+    for ask in ("What does json.dumps do?", "Show a code snippet that writes JSON."):  # no symbol named
+        for answer in (SNIPPET, RECITAL):
+            assert check_quality(ask, answer, [DOC]) == judge.grounding(answer, [DOC])

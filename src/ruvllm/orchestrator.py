@@ -297,7 +297,8 @@ class RuvLLM:
         """The next larger model's decision when the answer fails its check (never for a forced model)."""
         if plan.forced:
             return None
-        quality = judge.grounding(answer, [c.text for c in plan.built.used]) if self.config.router.cascade else None
+        quality = (cascade.check_quality(plan.question, answer, [c.text for c in plan.built.used])
+                   if self.config.router.cascade else None)
         sizes = self._model_sizes()
         return cascade.escalate(plan.decision, answer, quality, list(sizes), sizes, self._cascade_policy())
 

@@ -8,6 +8,12 @@ Two switches (``RouterConfig.confidence_threshold`` and ``RouterConfig.cascade``
   judge's quality below ``quality_threshold``, or a self-check says it is unsure — answer again
   with the next larger model, up to ``max_steps`` escalations (``escalate``).
 
+The quality checked (``check_quality``) is the answer's grounding in its prompt's docs, except for
+a request for code that names the symbol to use ("Show a code snippet calling json.dumps."): a
+snippet's identifiers are not doc words, so grounding failed good snippets and passed recitals of
+the docs. There the answer's code is read, never run: 1.0 when it parses and calls the symbol,
+0.25 when it only mentions it, 0 without code (``router/quality.py``'s static part).
+
 The orchestrator owns the calls to the models and the judge; this module only decides, so it
 can be tested alone and the rules read in one place.
 """
@@ -45,6 +51,23 @@ class CascadePolicy:
         not know, escalates too."""
         return cls(confidence_threshold=rc.confidence_threshold, cascade=True, self_check=rc.cascade,
                    quality_threshold=cls.quality_threshold if rc.cascade else 0.0)
+
+
+def check_quality(question: str, answer: str, contexts: Sequence[str]) -> float:
+    """The quality in [0, 1] the cascade compares with ``quality_threshold`` (module docstring)."""
+    from ruvllm import judge
+    from ruvllm.memory.writeback import named_symbols
+    from ruvllm.router.features import query_type_of
+    from ruvllm.router.quality import extract_code, symbol_use
+
+    symbols = named_symbols(question)
+    if not symbols or query_type_of(question) != "code":
+        return judge.grounding(answer, list(contexts))
+    code = extract_code(answer)
+    if code is None:
+        return 0.0
+    uses = [symbol_use(code, sym) for sym in sorted(symbols)]
+    return 1.0 if any(called for called, _ in uses) else 0.25 if any(m for _, m in uses) else 0.0
 
 
 def by_size(models: Sequence[str], sizes: Mapping[str, float]) -> list[str]:
