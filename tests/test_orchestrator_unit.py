@@ -126,8 +126,7 @@ def test_close_survives_a_history_that_cannot_be_saved(tmp_path, caplog) -> None
     rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data")))
     history = PatternHistory(["a", "b"])
     history.add("What does json.dumps do?", 1, online=True)
-    rv._router = SimpleNamespace(history=history)  # type: ignore[assignment]
-    rv._router_path = tmp_path / "gone" / "router"
+    rv._router = SimpleNamespace(history=history, path=tmp_path / "gone" / "router")  # type: ignore[assignment]
     rv._history_unsaved = 1
     closed = []
     real_close = rv.memory.close

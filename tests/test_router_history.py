@@ -189,6 +189,8 @@ def test_a_history_grown_by_shadow_labels_routes_new_patterns(tmp_path) -> None:
     router = FastGRNNRouter.load(report.checkpoint)
     table = router.history
     assert table is not None
+    # where the orchestrator saves the wins learnt in use, however the checkpoint was named
+    assert FastGRNNRouter.load(report.checkpoint + ".json").path == router.path == tmp_path / "hist" / "router"
     stream = [r for r in recs if r.split == "test_unseen"]
 
     def later_accuracy(run: dict) -> float:

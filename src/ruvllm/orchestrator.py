@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from ruvllm.router.cascade import CascadePolicy
 from ruvllm.router.fastgrnn_router import feature_input_from_search
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
+
+if TYPE_CHECKING:
+    from ruvllm.router.shadow import ShadowLabel
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,6 @@ class RuvLLM:
         self._judge: Any = None
         # request id → (router features, model, propensity) of a routed answer, so feedback can reach the router
         self._routed: OrderedDict[str, tuple[Any, str, float]] = OrderedDict()
-        self._router_path: Path | None = None  # a FastGRNN checkpoint, where its pattern history is saved
         self._shadow_rng = random.Random(self.config.llm.seed)  # which answers get shadow-labelled (router.shadow)
         self._shadow_labels = 0
         self._shadow_errors = 0
@@ -202,7 +204,6 @@ class RuvLLM:
                                       "run `ruvllm router train` or set router.model_path")
                 self._router = FastGRNNRouter.load(path, models=models, max_context=self.config.llm.n_ctx,
                                                    epsilon=self.config.router.explore, seed=self.config.llm.seed)
-                self._router_path = path
             else:
                 self._router = RuleRouter(models, self._model_sizes(), max_context=self.config.llm.n_ctx)
         return self._router
@@ -520,7 +521,7 @@ class RuvLLM:
             return True
         return history.count(plan.question, getattr(plan.features, "top_hit", "") or "") < rc.shadow_per_pattern
 
-    def _shadow_label(self, plan: _Plan, resp: QueryResponse, quality: float) -> Any:
+    def _shadow_label(self, plan: _Plan, resp: QueryResponse, quality: float) -> ShadowLabel | None:
         """``router.shadow``: every other model the router can choose answers the same question with
         the same context budget and sampling, judged like the served answer; the best utility is the
         question's label (``router/shadow.py``). None when the router has no other model."""
@@ -545,8 +546,9 @@ class RuvLLM:
             ms = out.total_ms or (time.perf_counter() - t0) * 1000.0
             q, _ = self._judged(plan.question, clean_answer(out.text), [c.text for c in built.used])
             runs.append(ShadowRun(m, q, ms, self._cost(m, out.prompt_tokens + out.completion_tokens)))
+        label = label_runs(runs)
         self._shadow_labels += 1
-        return label_runs(runs)
+        return label
 
     def _cost(self, model: str, tokens: int) -> float:
         """The oracle's cost unit: parameters in billions × tokens in thousands."""
@@ -567,9 +569,9 @@ class RuvLLM:
             self._save_history()
 
     def _save_history(self) -> None:
-        history = getattr(self._router, "history", None)
-        if history is not None and self._history_unsaved and self._router_path is not None:
-            history.save_online(self._router_path)
+        history, path = getattr(self._router, "history", None), getattr(self._router, "path", None)
+        if history is not None and self._history_unsaved and path is not None:
+            history.save_online(path)
             self._history_unsaved = 0
 
     def learning_stats(self) -> dict[str, Any]:

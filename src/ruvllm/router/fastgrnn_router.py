@@ -93,6 +93,7 @@ class FastGRNNRouter:
         # the pattern table saved beside the checkpoint (router/history.py); fills the features'
         # historical-accuracy slice when the caller left it empty
         self.history = history
+        self.path: Path | None = None  # the checkpoint it was loaded from (``load``), without suffix
 
     @classmethod
     def load(cls, path: Path, models: list[str] | None = None, *, max_context: int | None = None,
@@ -100,8 +101,10 @@ class FastGRNNRouter:
         p = Path(path)
         if p.suffix in (".npz", ".json"):
             p = p.with_suffix("")
-        return cls(FastGRNNParams.load(p), models, max_context=max_context, epsilon=epsilon, seed=seed,
-                   history=PatternHistory.load(p))
+        router = cls(FastGRNNParams.load(p), models, max_context=max_context, epsilon=epsilon, seed=seed,
+                     history=PatternHistory.load(p))
+        router.path = p
+        return router
 
     # ---- features ---------------------------------------------------------------------
     def history_for(self, query: str, top_hit: str = "") -> list[float]:
