@@ -111,10 +111,10 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     runs = {r["model"]: r for r in shadow["runs"]}
     assert set(runs) == set(installed) and runs[a.model]["quality"] == first["quality"]
     assert all(0.0 <= r["quality"] <= 1.0 and r["latency_ms"] > 0 and r["cost"] > 0 for r in runs.values())
-    assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"])
+    assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"]) and shadow["pattern"] == key
     assert rv.learning_stats()["shadow_labels"] == 1 and rv.learning_stats()["shadow_errors"] == 0
     assert rv._online is not None and rv._online.stats()["observed"] == 2
-    # the wins learnt in use are saved on close, apart from the trained table, and read with it
+    # the wins learnt in use are saved as they come, apart from the trained table, and read with it
     assert PatternHistory.path_for(d / "router" / "router").read_bytes() == trained
     assert PatternHistory.online_path_for(d / "router" / "router").exists()
     after = PatternHistory.load(d / "router" / "router")

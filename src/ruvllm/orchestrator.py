@@ -41,6 +41,7 @@ from ruvllm.router import cascade
 from ruvllm.router.base import Decision, RouteInput, Router
 from ruvllm.router.cascade import CascadePolicy
 from ruvllm.router.fastgrnn_router import feature_input_from_search
+from ruvllm.router.history import pattern_key
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
 
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT_REQUESTS = 1024  # responses kept in memory so feedback can refer to them
-HISTORY_SAVE_EVERY = 10  # shadow wins between saves of the router's pattern history (and on close)
 MAX_QUERY_CHARS = 64_000  # beyond this no configured context window can hold the question
 HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similarity
 # A source whose name the question spells out ("What does json.dumps do?") gets this much
@@ -484,7 +484,8 @@ class RuvLLM:
             "latency_ms": resp.total_ms, "completion_tokens": resp.usage.get("completion_tokens", 0),
         }
         if label is not None:
-            record["shadow"] = label.to_dict()
+            record["shadow"] = {**label.to_dict(),
+                                "pattern": pattern_key(plan.question, getattr(plan.features, "top_hit", "") or "")}
         _append_jsonl(self.data_dir / "experiences.jsonl", record)
         if self._online is not None and x is not None:
             self._online.observe(self._online.experience(
@@ -556,8 +557,9 @@ class RuvLLM:
 
     def _grow_history(self, plan: _Plan, best: str) -> None:
         """A shadow label is a win for ``best`` on the question's pattern, when the router reads a
-        pattern history; the wins learnt in use are saved beside the checkpoint's table
-        (``<model>_history_online.json``) every few wins and on close."""
+        pattern history. The wins learnt in use are saved beside the checkpoint's table
+        (``<model>_history_online.json``, atomic) after each one, so a killed process loses none; a
+        save that fails is tried again with the next win and on close."""
         router = self._router
         history = getattr(router, "history", None)
         if history is None or best not in history.models:
@@ -565,8 +567,7 @@ class RuvLLM:
         history.add(plan.question, history.models.index(best), getattr(plan.features, "top_hit", "") or "",
                     online=True)
         self._history_unsaved += 1
-        if self._history_unsaved >= HISTORY_SAVE_EVERY:
-            self._save_history()
+        self._save_history()
 
     def _save_history(self) -> None:
         history, path = getattr(self._router, "history", None), getattr(self._router, "path", None)
