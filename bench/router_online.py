@@ -32,6 +32,7 @@ import platform
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,61 @@ ROOT = Path(__file__).resolve().parent.parent
 # wins in the table (0: no cap), as router.shadow and router.shadow_per_pattern do
 ARMS = ((0.0, 0), (0.25, 0), (0.5, 0), (1.0, 0), (1.0, 3), (1.0, 1))
 OCCURRENCES = ("1st", "2nd", "3rd+")
+JUDGES = {
+    "oracle": "A shadow label here is the question's stored oracle label (gold-checked Q): the "
+              "orchestrator's judge would have to agree with it for the live figures to match.",
+    "check": "A shadow label here is what the orchestrator gives without an LLM judge: only requests for "
+             "code are labelled, each model's stored answer at the routed context size scored by whether its "
+             "code calls the symbol, with the measured latency and cost (`check_label`); the last column says "
+             "how often that is the oracle's (gold-checked) label.",
+}
 
 
-def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int, cap: int = 0) -> dict[str, Any]:
-    """Route the stream once with a growing copy of ``history``; per-question correctness and regret."""
+def check_label(r: Any, c: int, contexts: dict[str, Any], *, code_only: bool = True) -> int | None:
+    """The shadow label the orchestrator gives a real record at context bin c without an LLM judge:
+    every model's stored answer there, scored by ``cascade.check_quality`` (a code request's code
+    calls its symbol; else grounding in the prompt's docs), with the record's latency and cost,
+    labelled by ``shadow.label_runs``. None for a question that is not a request for code, which
+    the orchestrator does not label without a judge (``code_only``)."""
+    from ruvllm.llm.prompt import clean_answer
+    from ruvllm.router import cascade
+    from ruvllm.router.shadow import ShadowRun, label_runs
+
+    if code_only and not cascade.code_request(r.query):
+        return None
+    runs = [ShadowRun(m, cascade.check_quality(r.query, clean_answer(r.answers[i][c]), contexts[r.id][i][c]),
+                      float(r.latency_ms[i][c]), float(r.cost[i][c])) for i, m in enumerate(r.models)]
+    return list(r.models).index(label_runs(runs).best)
+
+
+def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per question type, over every record and context bin: how often the label made from each
+    model's answer scored by grounding alone, and by ``cascade.check_quality``, is the oracle's
+    best model at that context bin (gold-checked Q). Chance is 1 / models."""
+    from ruvllm import judge
+    from ruvllm.llm.prompt import clean_answer
+    from ruvllm.router.shadow import ShadowRun, label_runs
+
+    def grounding_label(r: Any, c: int) -> int:
+        runs = [ShadowRun(m, judge.grounding(clean_answer(r.answers[i][c]), contexts[r.id][i][c]),
+                          float(r.latency_ms[i][c]), float(r.cost[i][c])) for i, m in enumerate(r.models)]
+        return list(r.models).index(label_runs(runs).best)
+
+    tally: dict[str, list[int]] = {}
+    for r in recs:
+        for c in range(len(r.context_bins)):
+            best = int(np.argmax(np.asarray(r.utility)[:, c]))
+            hits = [1, grounding_label(r, c) == best, check_label(r, c, contexts, code_only=False) == best]
+            for t in (r.query_type, "all"):
+                tally[t] = [a + b for a, b in zip(tally.get(t, [0, 0, 0]), hits, strict=True)]
+    return {t: {"n": n, "grounding": round(g / n, 3), "check": round(k / n, 3)}
+            for t, (n, g, k) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
+
+
+def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int, cap: int = 0,
+               label_of: Any = None) -> dict[str, Any]:
+    """Route the stream once with a growing copy of ``history``; per-question correctness and regret.
+    ``label_of(record, context bin)``: the shadow label (default: the record's oracle label)."""
     from ruvllm.router.base import RouteInput
     from ruvllm.router.history import _top_hit, pattern_key
 
@@ -57,7 +109,7 @@ def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: in
     models = list(router.params.config.models)
     seen: Counter[str] = Counter()
     rows = []
-    labels = 0
+    labels = agree = 0
     for i in order:
         r = recs[int(i)]
         key = pattern_key(r.query, _top_hit(r)) or r.id
@@ -70,9 +122,12 @@ def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: in
         rows.append({"occ": occ, "had_history": had, "correct": m == r.best_model,
                      "regret": float(u.max() - u[m, c])})
         if rate > 0 and rng.random() < rate and (cap <= 0 or table.count(r.query, _top_hit(r)) < cap):
-            table.add(r.query, int(r.best_model), _top_hit(r))
-            labels += 1
-    return {"rows": rows, "labels": labels, "patterns_added": len(table.wins) - len(history.wins)}
+            label = int(r.best_model) if label_of is None else label_of(r, c)
+            if label is not None:
+                table.add(r.query, label, _top_hit(r))
+                labels += 1
+                agree += label == r.best_model
+    return {"rows": rows, "labels": labels, "agree": agree, "patterns_added": len(table.wins) - len(history.wins)}
 
 
 def summarise(runs: list[dict[str, Any]], n_models: int, rate: float, cap: int = 0) -> dict[str, Any]:
@@ -95,6 +150,8 @@ def summarise(runs: list[dict[str, Any]], n_models: int, rate: float, cap: int =
         "by_occurrence": {name: agg(lambda x, k=k: x["occ"] == k) for k, name in enumerate(OCCURRENCES)},
         "with_history_share": round(float(np.mean([np.mean([x["had_history"] for x in r["rows"]]) for r in runs])), 4),
         "shadow_labels": round(float(np.mean([r["labels"] for r in runs])), 1),
+        "labels_agree_with_oracle": round(float(sum(r["agree"] for r in runs) / max(1, sum(r["labels"] for r in runs))),
+                                          4),
         "extra_generations_per_query": round(float(np.mean([r["labels"] for r in runs])) * (n_models - 1) / n, 3),
     }
 
@@ -108,12 +165,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"({doc['train_patterns']} patterns). Stream: the {doc['n_stream']} `test_unseen` questions "
         f"({doc['stream_patterns']} patterns, none in the table at the start), {doc['seeds']} seeded orders; "
         "mean over seeds (± std of accuracy).", "",
-        "A shadow label here is the question's stored oracle label: the orchestrator's judge would have to "
-        "agree with the oracle's Q for the live figures to match. The router's weights are frozen; "
-        "only the table grows.", "",
+        (JUDGES[doc["shadow_judge"]] + " The router's weights are frozen; only the table grows."), "",
         "| shadow rate r | per-pattern cap | accuracy | 1st time | 2nd time | 3rd+ time | utility regret | 1st | "
-        "2nd | 3rd+ | routed with a history | extra generations / query |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "2nd | 3rd+ | routed with a history | extra generations / query | labels = oracle's |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a in doc["arms"]:
         occ = a["by_occurrence"]
@@ -122,11 +177,22 @@ def markdown(doc: dict[str, Any]) -> str:
             + " | ".join(f"{occ[k]['accuracy']:.3f}" if occ[k] else "–" for k in OCCURRENCES)
             + f" | {a['all']['utility_regret']:.4f} | "
             + " | ".join(f"{occ[k]['utility_regret']:.4f}" if occ[k] else "–" for k in OCCURRENCES)
-            + f" | {a['with_history_share']:.1%} | {a['extra_generations_per_query']:.2f} |")
+            + f" | {a['with_history_share']:.1%} | {a['extra_generations_per_query']:.2f} | "
+            + (f"{a['labels_agree_with_oracle']:.0%} |" if a["shadow_labels"] else "– |"))
     occ_n = doc["arms"][0]["by_occurrence"]
     lines += ["", "Questions per occurrence: " + ", ".join(f"{k} {occ_n[k].get('n', 0)}" for k in OCCURRENCES) + ".",
               "", f"Reference, same run: `test_seen` (new phrasings of trained patterns, table from training): "
               f"accuracy {doc['seen']['accuracy']:.3f}, utility regret {doc['seen']['utility_regret']:.4f}.", ""]
+    if doc.get("judge_agreement"):
+        lines += ["## Can the orchestrator's judge make the label?", "",
+                  "Every labelled question and context size: how often the model whose stored answer scores best "
+                  "(with its latency and cost) is the gold-checked oracle's best model at that context size. "
+                  f"Chance: 1 / {len(doc['models'])}.", "",
+                  "| question type | answers compared | grounding | check (code: calls the symbol) |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {t} | {a['n']} | {a['grounding']:.0%} | {a['check']:.0%} |"
+                  for t, a in doc["judge_agreement"].items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -161,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--type-prior", action="store_true")
     ap.add_argument("--cv-folds", type=int, default=0)
+    ap.add_argument("--shadow-judge", choices=tuple(JUDGES), default="oracle",
+                    help="how a shadow label is made: the stored oracle label, or (real labels, with answers) "
+                         "the orchestrator's check without an LLM judge, on the stored answers")
     args = ap.parse_args(argv)
 
     import torch
@@ -188,7 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     from ruvllm.router.history import _top_hit, pattern_key
 
     seen = stream_run(router, history, [r for r in recs if r.split == "test_seen"], 0.0, 0)
-    arms = [summarise([stream_run(router, history, stream, rate, s, cap) for s in range(args.seeds)],
+    label_of, agreement = None, None
+    if args.shadow_judge == "check":
+        from bench.router import prompt_contexts
+
+        contexts, why = prompt_contexts(stream)
+        if contexts is None:
+            print(f"--shadow-judge check: {why}", file=sys.stderr)
+            return 2
+        label_of = partial(check_label, contexts=contexts)
+        all_contexts, _ = prompt_contexts(recs)
+        agreement = judge_agreement(recs, all_contexts or {})
+    arms = [summarise([stream_run(router, history, stream, rate, s, cap, label_of) for s in range(args.seeds)],
                       len(router.params.config.models), rate, cap) for rate, cap in ARMS]
     doc = {
         "command": "python -m bench.router_online " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -197,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "labelled": str(args.labelled), "label_source": report.label_source, "models": report.models,
         "n_train": report.n_train, "train_patterns": len(history.wins), "n_stream": len(stream),
         "stream_patterns": len({pattern_key(r.query, _top_hit(r)) for r in stream}), "seeds": args.seeds,
+        "shadow_judge": args.shadow_judge, "judge_agreement": agreement,
         "train_config": report.config,
         "seen": {"accuracy": round(float(np.mean([x["correct"] for x in seen["rows"]])), 4),
                  "utility_regret": round(float(np.mean([x["regret"] for x in seen["rows"]])), 4)},

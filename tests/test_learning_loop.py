@@ -81,7 +81,8 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     """``router.shadow = 1``: the other installed model answers the served question too, in the
     background; the best utility becomes the question's label, a known target for the online router
     and a win on its pattern in the history table beside the checkpoint. Once the pattern holds
-    ``router.shadow_per_pattern`` wins, the same question is not labelled again."""
+    ``router.shadow_per_pattern`` wins, the same question is not labelled again; without an LLM
+    judge, a question that is not a request for code is not labelled at all."""
     from ruvllm.router.history import PatternHistory, pattern_key
 
     d = tmp_path / "data"
@@ -91,7 +92,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     before = PatternHistory.load(d / "router" / "router")
     assert before is not None
     trained = PatternHistory.path_for(d / "router" / "router").read_bytes()
-    question = "What does json.dumps do?"
+    question = "Show a code snippet calling json.dumps."
     key = pattern_key(question, "json.dumps")
     cap = int(before.count(question, "json.dumps")) + 1  # room for exactly one more label
     cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
@@ -101,19 +102,22 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
         rv.ingest_stdlib(["json"])
         a = rv.query(question, max_tokens=12, writeback=False)
         rv.query(question, max_tokens=12, writeback=False)  # the worker runs in order: labelled after the first
+        rv.query("What does json.dumps do?", max_tokens=12, writeback=False)
         installed = rv.router.models  # type: ignore[attr-defined]
     finally:
         rv.close()  # drains the queue: the shadow runs happen there
     assert len(installed) >= 2, "needs two installed models (make install assembles gemma3-270m and qwen 0.5b)"
-    first, second = (json.loads(ln) for ln in (d / "experiences.jsonl").read_text().splitlines()[-2:])
+    first, second, third = (json.loads(ln) for ln in (d / "experiences.jsonl").read_text().splitlines()[-3:])
     assert "shadow" not in second  # the pattern reached its cap with the first label
+    assert "shadow" not in third and third["judged_by"] == "grounding"  # no judge: code requests only
+    assert first["judged_by"] == "code check"
     shadow = first["shadow"]
     runs = {r["model"]: r for r in shadow["runs"]}
     assert set(runs) == set(installed) and runs[a.model]["quality"] == first["quality"]
     assert all(0.0 <= r["quality"] <= 1.0 and r["latency_ms"] > 0 and r["cost"] > 0 for r in runs.values())
     assert shadow["best"] == max(runs, key=lambda m: runs[m]["utility"]) and shadow["pattern"] == key
     assert rv.learning_stats()["shadow_labels"] == 1 and rv.learning_stats()["shadow_errors"] == 0
-    assert rv._online is not None and rv._online.stats()["observed"] == 2
+    assert rv._online is not None and rv._online.stats()["observed"] == 3
     # the wins learnt in use are saved as they come, apart from the trained table, and read with it
     assert PatternHistory.path_for(d / "router" / "router").read_bytes() == trained
     assert PatternHistory.online_path_for(d / "router" / "router").exists()

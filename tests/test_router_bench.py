@@ -110,3 +110,22 @@ def test_replay_safety_runs_the_orchestrators_fallback_and_cascade() -> None:
     assert first.tolist() == [-1, -1, 0, 0, 0, -1]
     with pytest.raises(ValueError, match="contexts"):
         replay_safety(pm, pc, conf, recs, cascade, None)
+
+
+def test_the_benchs_shadow_label_is_the_orchestrators_check_on_code_requests_only() -> None:
+    """bench.router_online.check_label: without an LLM judge only a request for code is labelled,
+    by whether each model's answer calls the symbol (latency and cost as stored)."""
+    from bench.router_online import check_label
+
+    doc = "json.dumps serializes an object to a JSON formatted string"
+    recital = "json.dumps serializes an object to a JSON formatted string."
+    snippet = "```python\nimport json\nprint(json.dumps({'name': 'Ada'}))\n```"
+
+    def rec(query: str) -> SimpleNamespace:
+        return SimpleNamespace(id=query, query=query, models=["small", "large"], context_bins=[256],
+                               answers=[[recital], [snippet]], latency_ms=[[100.0], [900.0]], cost=[[0.01], [0.1]])
+
+    contexts = {q: [[[doc]], [[doc]]] for q in ("Show a code snippet calling json.dumps.", "What does json.dumps do?")}
+    assert check_label(rec("Show a code snippet calling json.dumps."), 0, contexts) == 1  # only the snippet calls it
+    assert check_label(rec("What does json.dumps do?"), 0, contexts) is None  # not labelled without a judge
+    assert check_label(rec("What does json.dumps do?"), 0, contexts, code_only=False) == 0  # grounding: the recital

@@ -150,7 +150,8 @@ class RouterConfig:
     # kind = "fastgrnn", learning on: share of answered queries that every other installed model also
     # answers, in the background, judged like the served answer; the best utility (Q − 0.02·L[s] − 0.02·C,
     # the oracle's) is the query's label: it trains the router online (a known target) and adds a win to
-    # its pattern history. Costs one extra generation per other model on those queries (off the request path)
+    # its pattern history. Costs one extra generation per other model on those queries (off the request
+    # path). Without learning.judge_model only requests for code are labelled (grounding cannot rank models)
     shadow: float = 0.0
     # a pattern (named symbols + query type) with this many wins in the router's pattern history is
     # not shadow-labelled again: later labels mostly repeat the first ones. 0 = no cap

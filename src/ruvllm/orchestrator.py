@@ -470,7 +470,7 @@ class RuvLLM:
             self._online.feedback(x, model, score, propensity=propensity, text=question, request_id=rid)
             return
         resp, contexts, x, plan = item
-        quality, judged_by = self._judged(resp.question, resp.answer, contexts, resp.quality)
+        quality, judged_by = self._judged(resp.question, resp.answer, contexts)
         label = None
         if x is not None and self._shadow_due(plan):
             try:
@@ -494,12 +494,12 @@ class RuvLLM:
         if label is not None:
             self._grow_history(plan, label.best)
 
-    def _judged(self, question: str, answer: str, contexts: list[str], grounding: float | None = None
-                ) -> tuple[float, str]:
+    def _judged(self, question: str, answer: str, contexts: list[str]) -> tuple[float, str]:
         """(quality, judged by): the configured LLM judge's verdict, else (or when its reply is
-        malformed) the grounding of the answer in its prompt's contexts."""
-        quality = judge.grounding(answer, contexts) if grounding is None else grounding
-        judged_by = "grounding"
+        malformed) the cascade's check: for a request for code that names its symbol, whether the
+        answer's code calls it; for any other question the answer's grounding in its contexts."""
+        quality = cascade.check_quality(question, answer, contexts)
+        judged_by = "code check" if cascade.code_request(question) else "grounding"
         name = self.config.learning.judge_model
         if name and answer:
             if self._judge is None:
@@ -513,9 +513,13 @@ class RuvLLM:
 
     def _shadow_due(self, plan: _Plan) -> bool:
         """Drawn with probability ``router.shadow``, unless the router's pattern history already
-        holds ``router.shadow_per_pattern`` wins for the question's pattern."""
+        holds ``router.shadow_per_pattern`` wins for the question's pattern. Without an LLM judge
+        (``learning.judge_model``) only requests for code are labelled: on the other questions
+        grounding picks the gold-checked oracle's model no more often than chance (docs/router.md)."""
         rc = self.config.router
         if rc.shadow <= 0 or self._shadow_rng.random() >= rc.shadow:
+            return False
+        if not self.config.learning.judge_model and not cascade.code_request(plan.question):
             return False
         history = getattr(self._router, "history", None)
         if history is None or rc.shadow_per_pattern <= 0:

@@ -53,15 +53,23 @@ class CascadePolicy:
                    quality_threshold=cls.quality_threshold if rc.cascade else 0.0)
 
 
+def code_request(question: str) -> frozenset[str]:
+    """The symbols a request for code names ("Show a code snippet calling json.dumps."); empty for
+    any other question."""
+    from ruvllm.memory.writeback import named_symbols
+    from ruvllm.router.features import query_type_of
+
+    symbols = named_symbols(question)
+    return symbols if symbols and query_type_of(question) == "code" else frozenset()
+
+
 def check_quality(question: str, answer: str, contexts: Sequence[str]) -> float:
     """The quality in [0, 1] the cascade compares with ``quality_threshold`` (module docstring)."""
     from ruvllm import judge
-    from ruvllm.memory.writeback import named_symbols
-    from ruvllm.router.features import query_type_of
     from ruvllm.router.quality import extract_code, symbol_use
 
-    symbols = named_symbols(question)
-    if not symbols or query_type_of(question) != "code":
+    symbols = code_request(question)
+    if not symbols:
         return judge.grounding(answer, list(contexts))
     code = extract_code(answer)
     if code is None:
