@@ -46,19 +46,19 @@ OCCURRENCES = ("1st", "2nd", "3rd+")
 JUDGES = {
     "oracle": "A shadow label here is the question's stored oracle label (gold-checked Q): the "
               "orchestrator's judge would have to agree with it for the live figures to match.",
-    "check": "A shadow label here is what the orchestrator gives without an LLM judge: only requests for "
-             "code are labelled, each model's stored answer at the routed context size scored by whether its "
-             "code calls the symbol, with the measured latency and cost (`check_label`); the last column says "
-             "how often that is the oracle's (gold-checked) label.",
+    "check": "A shadow label here is what the orchestrator gives: only requests for code are labelled, "
+             "each model's stored answer at the routed context size scored by whether its code calls the "
+             "symbol, with the measured latency and cost (`check_label`); the last column says how often "
+             "that is the oracle's (gold-checked) label.",
 }
 
 
 def check_label(r: Any, c: int, contexts: dict[str, Any], *, code_only: bool = True) -> int | None:
-    """The shadow label the orchestrator gives a real record at context bin c without an LLM judge:
+    """The shadow label the orchestrator gives a real record at context bin c:
     every model's stored answer there, scored by ``cascade.check_quality`` (a code request's code
     calls its symbol; else grounding in the prompt's docs), with the record's latency and cost,
     labelled by ``shadow.label_runs``. None for a question that is not a request for code, which
-    the orchestrator does not label without a judge (``code_only``)."""
+    the orchestrator does not label (``code_only``)."""
     from ruvllm.llm.prompt import clean_answer
     from ruvllm.router import cascade
     from ruvllm.router.shadow import ShadowRun, label_runs
@@ -92,6 +92,60 @@ def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict
                 tally[t] = [a + b for a, b in zip(tally.get(t, [0, 0, 0]), hits, strict=True)]
     return {t: {"n": n, "grounding": round(g / n, 3), "check": round(k / n, 3)}
             for t, (n, g, k) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
+
+
+def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: int = 0) -> dict[str, Any]:
+    """The LLM judge on a seeded sample of ``per_type`` real records per question type, at the
+    smallest context size: how often the model whose answer it scores best (with latency and cost)
+    is the gold-checked oracle's. Two ways: the orchestrator's rubric (``LLMJudge.score``, no
+    reference) and a yes/no verdict against the prompt's first doc as the reference
+    (``LLMJudge.verdict``, P(yes)), the gold the online path does not have replaced by retrieval."""
+    from bench.router import prompt_contexts
+    from ruvllm.config import Config
+    from ruvllm.judge_llm import LLMJudge
+    from ruvllm.llm import ModelPool, Registry
+    from ruvllm.llm.prompt import clean_answer
+    from ruvllm.router.shadow import ShadowRun, label_runs
+
+    rng = np.random.default_rng(seed)
+    types = sorted({r.query_type for r in recs})
+    sample = []
+    for t in types:
+        of_t = [r for r in recs if r.query_type == t]
+        sample += [of_t[int(i)] for i in rng.choice(len(of_t), size=min(per_type, len(of_t)), replace=False)]
+    contexts, why = prompt_contexts(sample)
+    if contexts is None:
+        raise SystemExit(f"--llm-judge-sample: {why}")
+    cfg = Config.load(None)
+    pool = ModelPool(Registry(cfg.models_path, extra=cfg.llm.paths), cfg.llm)
+    jd = LLMJudge(pool.get(judge_model))
+    rows = []
+    for r in sample:
+        best = int(np.argmax(np.asarray(r.utility)[:, 0]))
+        answers = [clean_answer(r.answers[i][0]) for i in range(len(r.models))]
+        ref = (contexts[r.id][-1][0] or [""])[0][:1500]
+        rubric, verdict = [], []
+        for i, a in enumerate(answers):
+            sc = jd.score(r.query, a, contexts[r.id][i][0]) if a.strip() else None
+            rubric.append(sc.quality if sc is not None else 0.0)
+            v = jd.verdict(r.query, a, ref)
+            verdict.append(0.0 if v is None else v)
+
+        def label(qs: list[float], r: Any = r) -> int:
+            runs = [ShadowRun(m, q, float(r.latency_ms[i][0]), float(r.cost[i][0]))
+                    for i, (m, q) in enumerate(zip(r.models, qs, strict=True))]
+            return list(r.models).index(label_runs(runs).best)
+
+        rows.append({"type": r.query_type, "oracle": best, "rubric": rubric, "verdict": verdict,
+                     "rubric_label": label(rubric), "verdict_label": label(verdict)})
+    pool.close()
+    out: dict[str, Any] = {"judge": judge_model, "per_type": per_type, "stats": jd.stats()}
+    for t in [*types, "all"]:
+        rs = [x for x in rows if t in ("all", x["type"])]
+        out[t] = {"n": len(rs), "rubric": round(float(np.mean([x["rubric_label"] == x["oracle"] for x in rs])), 3),
+                  "verdict": round(float(np.mean([x["verdict_label"] == x["oracle"] for x in rs])), 3),
+                  "rubric_all_equal": round(float(np.mean([len(set(x["rubric"])) == 1 for x in rs])), 3)}
+    return out
 
 
 def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int, cap: int = 0,
@@ -193,6 +247,16 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"| {t} | {a['n']} | {a['grounding']:.0%} | {a['check']:.0%} |"
                   for t, a in doc["judge_agreement"].items()]
         lines.append("")
+    lj = doc.get("llm_judge")
+    if lj:
+        lines += [f"LLM judge ({lj['judge']}), {lj['per_type']} questions per type (seeded sample), smallest context "
+                  "size: the same agreement with the oracle's best model, for the rubric the orchestrator asks "
+                  "(no reference) and for a yes/no verdict against the prompt's first doc.", "",
+                  "| question type | questions | rubric | rubric gave all models the same score | "
+                  "verdict vs first doc |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {a['n']} | {a['rubric']:.0%} | {a['rubric_all_equal']:.0%} | {a['verdict']:.0%} |"
+                  for t, a in lj.items() if isinstance(a, dict) and "n" in a]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -225,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router-online")
     ap.add_argument("--work", type=Path, default=ROOT / "results" / "tmp" / "router-online")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="the LLM judge's sample")
     ap.add_argument("--type-prior", action="store_true")
     ap.add_argument("--cv-folds", type=int, default=0)
+    ap.add_argument("--llm-judge-sample", type=int, default=0,
+                    help="real labels: also run the LLM judge on this many questions per type (slow: ~10 s each)")
+    ap.add_argument("--judge-model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--shadow-judge", choices=tuple(JUDGES), default="oracle",
                     help="how a shadow label is made: the stored oracle label, or (real labels, with answers) "
-                         "the orchestrator's check without an LLM judge, on the stored answers")
+                         "the orchestrator's check (code requests only), on the stored answers")
     args = ap.parse_args(argv)
 
     import torch
@@ -278,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": report.n_train, "train_patterns": len(history.wins), "n_stream": len(stream),
         "stream_patterns": len({pattern_key(r.query, _top_hit(r)) for r in stream}), "seeds": args.seeds,
         "shadow_judge": args.shadow_judge, "judge_agreement": agreement,
+        "llm_judge": (llm_judge_agreement(recs, args.judge_model, args.llm_judge_sample, args.seed)
+                      if args.llm_judge_sample > 0 else None),
         "train_config": report.config,
         "seen": {"accuracy": round(float(np.mean([x["correct"] for x in seen["rows"]])), 4),
                  "utility_regret": round(float(np.mean([x["regret"] for x in seen["rows"]])), 4)},

@@ -474,7 +474,7 @@ class RuvLLM:
         label = None
         if x is not None and self._shadow_due(plan):
             try:
-                label = self._shadow_label(plan, resp, quality)
+                label = self._shadow_label(plan, resp)
             except Exception as exc:  # a failed extra run must not cost the served answer's experience
                 self._shadow_errors += 1
                 log.warning("shadow label of request %s failed: %s", resp.request_id, exc)
@@ -512,24 +512,25 @@ class RuvLLM:
         return quality, judged_by
 
     def _shadow_due(self, plan: _Plan) -> bool:
-        """Drawn with probability ``router.shadow``, unless the router's pattern history already
-        holds ``router.shadow_per_pattern`` wins for the question's pattern. Without an LLM judge
-        (``learning.judge_model``) only requests for code are labelled: on the other questions
-        grounding picks the gold-checked oracle's model no more often than chance (docs/router.md)."""
+        """Only a request for code that names its symbol, drawn with probability ``router.shadow``,
+        unless the router's pattern history already holds ``router.shadow_per_pattern`` wins for its
+        pattern. On other questions neither grounding nor the LLM judge's rubric picks the
+        gold-checked oracle's model more often than chance (docs/router.md), so their labels would
+        teach the router noise; the code check agrees with the oracle on 94% of code answers."""
         rc = self.config.router
-        if rc.shadow <= 0 or self._shadow_rng.random() >= rc.shadow:
-            return False
-        if not self.config.learning.judge_model and not cascade.code_request(plan.question):
+        if rc.shadow <= 0 or not cascade.code_request(plan.question) or self._shadow_rng.random() >= rc.shadow:
             return False
         history = getattr(self._router, "history", None)
         if history is None or rc.shadow_per_pattern <= 0:
             return True
         return history.count(plan.question, getattr(plan.features, "top_hit", "") or "") < rc.shadow_per_pattern
 
-    def _shadow_label(self, plan: _Plan, resp: QueryResponse, quality: float) -> ShadowLabel | None:
-        """``router.shadow``: every other model the router can choose answers the same question with
-        the same context budget and sampling, judged like the served answer; the best utility is the
-        question's label (``router/shadow.py``). None when the router has no other model."""
+    def _shadow_label(self, plan: _Plan, resp: QueryResponse) -> ShadowLabel | None:
+        """``router.shadow``: every other model the router can choose answers the same code request
+        with the same context budget and sampling; every answer, the served one included, is scored
+        by the code check (``cascade.check_quality``, whatever judge is configured: the only check
+        measured to rank models); the best utility is the question's label (``router/shadow.py``).
+        None when the router has no other model."""
         from ruvllm.router.fastgrnn_router import FastGRNNRouter
         from ruvllm.router.shadow import ShadowRun, label_runs
 
@@ -541,7 +542,8 @@ class RuvLLM:
         stages = resp.latency_ms
         served_ms = stages.get("generate_escalated", stages.get("generate", resp.total_ms))
         tokens = resp.usage.get("prompt_tokens", 0) + resp.usage.get("completion_tokens", 0)
-        runs = [ShadowRun(resp.model, quality, served_ms, self._cost(resp.model, tokens))]
+        served_q = cascade.check_quality(plan.question, resp.answer, [c.text for c in plan.built.used])
+        runs = [ShadowRun(resp.model, served_q, served_ms, self._cost(resp.model, tokens))]
         for m in others:
             gen = self.pool.get(m)
             built = self._build(plan.question, plan.ranked, dataclasses.replace(plan.decision, model=m), gen,
@@ -549,7 +551,7 @@ class RuvLLM:
             t0 = time.perf_counter()
             out = _generate(gen, built, plan.params)
             ms = out.total_ms or (time.perf_counter() - t0) * 1000.0
-            q, _ = self._judged(plan.question, clean_answer(out.text), [c.text for c in built.used])
+            q = cascade.check_quality(plan.question, clean_answer(out.text), [c.text for c in built.used])
             runs.append(ShadowRun(m, q, ms, self._cost(m, out.prompt_tokens + out.completion_tokens)))
         label = label_runs(runs)
         self._shadow_labels += 1
