@@ -3,14 +3,17 @@
     nice -n 10 .venv/bin/python -m bench.router_online                 # synthetic labels, built in --work (~1 min)
     nice -n 10 .venv/bin/python -m bench.router_online \
         --labelled bench/results/router-real4-judged/labelled_real.jsonl --type-prior --cv-folds 4 \
-        --out bench/results/router-online-real
+        --shadow-judge check --llm-judge-sample 4 --out bench/results/router-online-real-check   # ~15 min
 
 A router trained with ``--history`` knows the training split's patterns (symbol + query type).
 Questions on symbols it never saw (``test_unseen``) arrive as a stream, in a seeded random order,
 each pattern asked in several phrasings. The router routes each one with its table as it stands;
 then, with probability r (the share ``router.shadow`` samples), the question is shadow-labelled —
-here with its stored oracle label, i.e. a judge that agrees with the oracle's Q — and that label
-is added to the table as a win, as the orchestrator does. Arms r = 0 (the baseline: the table
+with its stored oracle label (a judge that agrees with the oracle's Q), or with ``--shadow-judge
+check`` as the orchestrator does (code requests only, each model's stored answer code-checked) —
+and that label is added to the table as a win. On real labels, ``--shadow-judge check`` also
+reports how often grounding and the code check pick the oracle's model, and
+``--llm-judge-sample K`` the same for the LLM judge on K questions per type. Arms r = 0 (the baseline: the table
 never grows), 0.25, 0.5 and 1, and r = 1 capped at 3 and at 1 win per pattern
 (``router.shadow_per_pattern``: a pattern the table already knows that well is not labelled
 again), on the same streams. The router's weights stay frozen (the online
