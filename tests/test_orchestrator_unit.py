@@ -134,3 +134,33 @@ def test_close_survives_a_history_that_cannot_be_saved(tmp_path, caplog) -> None
     rv.close()
     assert closed == [True]
     assert "could not save the router's pattern history" in caplog.text
+
+
+def test_a_failed_shadow_label_costs_nothing_but_the_label(tmp_path, monkeypatch) -> None:
+    """When the other models cannot answer (here: the shadow run raises), the served answer's
+    experience is still logged, without a label, and the failure is counted."""
+    import json
+    from types import SimpleNamespace
+
+    from ruvllm.config import Config
+    from ruvllm.orchestrator import RuvLLM
+    from ruvllm.router.base import Decision
+
+    rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"router.shadow": 1.0}))
+
+    def fail(plan, resp):
+        raise RuntimeError("model file vanished")
+
+    monkeypatch.setattr(rv, "_shadow_label", fail)
+    question = "Show a code snippet calling json.dumps."
+    resp = SimpleNamespace(request_id="r1", question=question, answer="print(1)", model="small",
+                           decision=Decision("small", 256, 0.0, 1.0, 0.9), total_ms=5.0,
+                           usage={"completion_tokens": 3})
+    plan = SimpleNamespace(question=question, features=None)
+    try:
+        rv._after_answer((resp, ["json.dumps serializes"], np.zeros(128, np.float32), plan))
+    finally:
+        rv.close()
+    record = json.loads((tmp_path / "data" / "experiences.jsonl").read_text())
+    assert record["request_id"] == "r1" and "shadow" not in record and record["judged_by"] == "code check"
+    assert rv._shadow_errors == 1 and rv._shadow_labels == 0
