@@ -56,6 +56,16 @@ JUDGES = {
 }
 
 
+def label_at(r: Any, c: int, qualities: list[float]) -> int:
+    """The model index ``shadow.label_runs`` picks for a record at context bin c, given each model's
+    quality there and the record's measured latency and cost."""
+    from ruvllm.router.shadow import ShadowRun, label_runs
+
+    runs = [ShadowRun(m, q, float(r.latency_ms[i][c]), float(r.cost[i][c]))
+            for i, (m, q) in enumerate(zip(r.models, qualities, strict=True))]
+    return list(r.models).index(label_runs(runs).best)
+
+
 def check_label(r: Any, c: int, contexts: dict[str, Any], *, code_only: bool = True) -> int | None:
     """The shadow label the orchestrator gives a real record at context bin c:
     every model's stored answer there, scored by ``cascade.check_quality`` (a code request's code
@@ -64,13 +74,11 @@ def check_label(r: Any, c: int, contexts: dict[str, Any], *, code_only: bool = T
     the orchestrator does not label (``code_only``)."""
     from ruvllm.llm.prompt import clean_answer
     from ruvllm.router import cascade
-    from ruvllm.router.shadow import ShadowRun, label_runs
 
     if code_only and not cascade.code_request(r.query):
         return None
-    runs = [ShadowRun(m, cascade.check_quality(r.query, clean_answer(r.answers[i][c]), contexts[r.id][i][c]),
-                      float(r.latency_ms[i][c]), float(r.cost[i][c])) for i, m in enumerate(r.models)]
-    return list(r.models).index(label_runs(runs).best)
+    return label_at(r, c, [cascade.check_quality(r.query, clean_answer(r.answers[i][c]), contexts[r.id][i][c])
+                           for i in range(len(r.models))])
 
 
 def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -79,12 +87,10 @@ def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict
     best model at that context bin (gold-checked Q). Chance is 1 / models."""
     from ruvllm import judge
     from ruvllm.llm.prompt import clean_answer
-    from ruvllm.router.shadow import ShadowRun, label_runs
 
     def grounding_label(r: Any, c: int) -> int:
-        runs = [ShadowRun(m, judge.grounding(clean_answer(r.answers[i][c]), contexts[r.id][i][c]),
-                          float(r.latency_ms[i][c]), float(r.cost[i][c])) for i, m in enumerate(r.models)]
-        return list(r.models).index(label_runs(runs).best)
+        return label_at(r, c, [judge.grounding(clean_answer(r.answers[i][c]), contexts[r.id][i][c])
+                               for i in range(len(r.models))])
 
     tally: dict[str, list[int]] = {}
     for r in recs:
@@ -108,7 +114,6 @@ def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: 
     from ruvllm.judge_llm import LLMJudge
     from ruvllm.llm import ModelPool, Registry
     from ruvllm.llm.prompt import clean_answer
-    from ruvllm.router.shadow import ShadowRun, label_runs
 
     rng = np.random.default_rng(seed)
     types = sorted({r.query_type for r in recs})
@@ -133,14 +138,8 @@ def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: 
             rubric.append(sc.quality if sc is not None else 0.0)
             v = jd.verdict(r.query, a, ref)
             verdict.append(0.0 if v is None else v)
-
-        def label(qs: list[float], r: Any = r) -> int:
-            runs = [ShadowRun(m, q, float(r.latency_ms[i][0]), float(r.cost[i][0]))
-                    for i, (m, q) in enumerate(zip(r.models, qs, strict=True))]
-            return list(r.models).index(label_runs(runs).best)
-
         rows.append({"type": r.query_type, "oracle": best, "rubric": rubric, "verdict": verdict,
-                     "rubric_label": label(rubric), "verdict_label": label(verdict)})
+                     "rubric_label": label_at(r, 0, rubric), "verdict_label": label_at(r, 0, verdict)})
     pool.close()
     out: dict[str, Any] = {"judge": judge_model, "per_type": per_type, "stats": jd.stats()}
     for t in [*types, "all"]:
@@ -332,13 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.shadow_judge == "check":
         from bench.router import prompt_contexts
 
-        contexts, why = prompt_contexts(stream)
+        contexts, why = prompt_contexts(recs)  # every record's, the stream's among them
         if contexts is None:
             print(f"--shadow-judge check: {why}", file=sys.stderr)
             return 2
         label_of = partial(check_label, contexts=contexts)
-        all_contexts, _ = prompt_contexts(recs)
-        agreement = judge_agreement(recs, all_contexts or {})
+        agreement = judge_agreement(recs, contexts)
     arms = [summarise([stream_run(router, history, stream, rate, s, cap, label_of) for s in range(args.seeds)],
                       len(router.params.config.models), rate, cap) for rate, cap in ARMS]
     doc = {
