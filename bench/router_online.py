@@ -10,9 +10,11 @@ Questions on symbols it never saw (``test_unseen``) arrive as a stream, in a see
 each pattern asked in several phrasings. The router routes each one with its table as it stands;
 then, with probability r (the share ``router.shadow`` samples), the question is shadow-labelled —
 with its stored oracle label (a judge that agrees with the oracle's Q), or with ``--shadow-judge
-check`` as the orchestrator does (code requests only, each model's stored answer code-checked) —
-and that label is added to the table as a win. On real labels, ``--shadow-judge check`` also
-reports how often grounding and the code check pick the oracle's model, and
+check`` as the orchestrator does (only the questions ``cascade.exact_check`` covers: requests for
+code, each model's stored answer code-checked, and questions for a signature their docs write,
+checked against it) — and that label is added to the table as a win. On real labels,
+``--shadow-judge check`` also reports how often grounding and the cascade's check pick the
+oracle's model, and
 ``--llm-judge-sample K`` the same for the LLM judge on K questions per type. Arms r = 0 (the baseline: the table
 never grows), 0.25, 0.5 and 1, and r = 1 capped at 3 and at 1 win per pattern
 (``router.shadow_per_pattern``: a pattern the table already knows that well is not labelled
@@ -49,10 +51,12 @@ OCCURRENCES = ("1st", "2nd", "3rd+")
 JUDGES = {
     "oracle": "A shadow label here is the question's stored oracle label (gold-checked Q): the "
               "orchestrator's judge would have to agree with it for the live figures to match.",
-    "check": "A shadow label here is what the orchestrator gives: only requests for code are labelled, "
-             "each model's stored answer at the routed context size scored by whether its code calls the "
-             "symbol, with the measured latency and cost (`check_label`); the last column says how often "
-             "that is the oracle's (gold-checked) label.",
+    "check": "A shadow label here is what the orchestrator gives: only the questions the cascade checks "
+             "exactly are labelled (requests for code, and questions for a signature the served prompt's docs "
+             "write), each model's stored answer at the routed context size scored by that check (its code "
+             "calls the symbol; its parameter names against the doc's signature), with the measured latency "
+             "and cost (`check_label`); the last column says how often that is the oracle's (gold-checked) "
+             "label.",
 }
 
 
@@ -66,25 +70,28 @@ def label_at(r: Any, c: int, qualities: list[float]) -> int:
     return list(r.models).index(label_runs(runs).best)
 
 
-def check_label(r: Any, c: int, contexts: dict[str, Any], *, code_only: bool = True) -> int | None:
-    """The shadow label the orchestrator gives a real record at context bin c:
-    every model's stored answer there, scored by ``cascade.check_quality`` (a code request's code
-    calls its symbol; else grounding in the prompt's docs), with the record's latency and cost,
-    labelled by ``shadow.label_runs``. None for a question that is not a request for code, which
-    the orchestrator does not label (``code_only``)."""
+def check_label(r: Any, c: int, served: int, contexts: dict[str, Any], *, exact_only: bool = True) -> int | None:
+    """The shadow label the orchestrator gives a real record at context bin c when model ``served``
+    answered: every model's stored answer there, scored by ``cascade.check_quality`` against the
+    served prompt's docs (a code request's code calls its symbol; a signature question's parameter
+    names match the signature a doc writes; else grounding), with the record's latency and cost,
+    labelled by ``shadow.label_runs``. None for a question the cascade does not check exactly,
+    which the orchestrator does not label (``exact_only``)."""
     from ruvllm.llm.prompt import clean_answer
     from ruvllm.router import cascade
 
-    if code_only and not cascade.code_request(r.query):
+    docs = contexts[r.id][served][c]
+    if exact_only and cascade.exact_check(r.query, docs) == "grounding":
         return None
-    return label_at(r, c, [cascade.check_quality(r.query, clean_answer(r.answers[i][c]), contexts[r.id][i][c])
+    return label_at(r, c, [cascade.check_quality(r.query, clean_answer(r.answers[i][c]), docs)
                            for i in range(len(r.models))])
 
 
 def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per question type, over every record and context bin: how often the label made from each
-    model's answer scored by grounding alone, and by ``cascade.check_quality``, is the oracle's
-    best model at that context bin (gold-checked Q). Chance is 1 / models."""
+    model's answer scored by grounding alone, and by ``cascade.check_quality`` (against the first
+    model's prompt docs), is the oracle's best model at that context bin (gold-checked Q). Chance is
+    1 / models."""
     from ruvllm import judge
     from ruvllm.llm.prompt import clean_answer
 
@@ -96,7 +103,7 @@ def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict
     for r in recs:
         for c in range(len(r.context_bins)):
             best = int(np.argmax(np.asarray(r.utility)[:, c]))
-            hits = [1, grounding_label(r, c) == best, check_label(r, c, contexts, code_only=False) == best]
+            hits = [1, grounding_label(r, c) == best, check_label(r, c, 0, contexts, exact_only=False) == best]
             for t in (r.query_type, "all"):
                 tally[t] = [a + b for a, b in zip(tally.get(t, [0, 0, 0]), hits, strict=True)]
     return {t: {"n": n, "grounding": round(g / n, 3), "check": round(k / n, 3)}
@@ -153,7 +160,7 @@ def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: 
 def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: int, cap: int = 0,
                label_of: Any = None) -> dict[str, Any]:
     """Route the stream once with a growing copy of ``history``; per-question correctness and regret.
-    ``label_of(record, context bin)``: the shadow label (default: the record's oracle label)."""
+    ``label_of(record, context bin, served model)``: the shadow label (default: the record's oracle label)."""
     from ruvllm.router.base import RouteInput
     from ruvllm.router.history import _top_hit, pattern_key
 
@@ -178,7 +185,7 @@ def stream_run(router: Any, history: Any, recs: list[Any], rate: float, seed: in
         rows.append({"occ": occ, "had_history": had, "correct": m == r.best_model,
                      "regret": float(u.max() - u[m, c])})
         if rate > 0 and rng.random() < rate and (cap <= 0 or table.count(r.query, _top_hit(r)) < cap):
-            label = int(r.best_model) if label_of is None else label_of(r, c)
+            label = int(r.best_model) if label_of is None else label_of(r, c, m)
             if label is not None:
                 table.add(r.query, label, _top_hit(r))
                 labels += 1
@@ -244,7 +251,8 @@ def markdown(doc: dict[str, Any]) -> str:
                   "Every labelled question and context size: how often the model whose stored answer scores best "
                   "(with its latency and cost) is the gold-checked oracle's best model at that context size. "
                   f"Chance: 1 / {len(doc['models'])}.", "",
-                  "| question type | answers compared | grounding | check (code: calls the symbol) |",
+                  "| question type | answers compared | grounding | check (code: calls the symbol; "
+                  "signature: vs the doc's) |",
                   "|---|---:|---:|---:|"]
         lines += [f"| {t} | {a['n']} | {a['grounding']:.0%} | {a['check']:.0%} |"
                   for t, a in doc["judge_agreement"].items()]
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge-model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--shadow-judge", choices=tuple(JUDGES), default="oracle",
                     help="how a shadow label is made: the stored oracle label, or (real labels, with answers) "
-                         "the orchestrator's check (code requests only), on the stored answers")
+                         "the orchestrator's exact check (code and signature requests), on the stored answers")
     args = ap.parse_args(argv)
 
     import torch

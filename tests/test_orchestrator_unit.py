@@ -164,3 +164,30 @@ def test_a_failed_shadow_label_costs_nothing_but_the_label(tmp_path, monkeypatch
     record = json.loads((tmp_path / "data" / "experiences.jsonl").read_text())
     assert record["request_id"] == "r1" and "shadow" not in record and record["judged_by"] == "code check"
     assert rv._shadow_errors == 1 and rv._shadow_labels == 0
+
+
+def test_only_exactly_checked_questions_are_shadow_labelled(tmp_path) -> None:
+    """``router.shadow``: a request for code naming its symbol, and a question for a signature
+    that the served docs write, are labelled; a signature question whose docs write none, and any
+    other question, are not (grounding does not rank models)."""
+    from types import SimpleNamespace
+
+    from ruvllm.config import Config
+    from ruvllm.orchestrator import RuvLLM
+
+    rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"router.shadow": 1.0}))
+    try:
+        sig_doc = ["json.dumps(obj, *, indent=None) Serialize obj to a JSON formatted str."]
+        prose = ["json.dumps serializes obj to a JSON formatted str."]
+
+        def due(question: str, docs: list[str]) -> bool:
+            return rv._shadow_due(SimpleNamespace(question=question, features=None), docs)  # type: ignore[arg-type]
+
+        assert due("Show a code snippet calling json.dumps.", prose)
+        assert due("What arguments does json.dumps take?", sig_doc)
+        assert not due("What arguments does json.dumps take?", prose)
+        assert not due("What does json.dumps do?", sig_doc)
+        assert rv._judged("What arguments does json.dumps take?", "json.dumps(obj, *, indent=None)", sig_doc) == (
+            1.0, "signature check")
+    finally:
+        rv.close()

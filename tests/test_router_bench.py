@@ -112,20 +112,29 @@ def test_replay_safety_runs_the_orchestrators_fallback_and_cascade() -> None:
         replay_safety(pm, pc, conf, recs, cascade, None)
 
 
-def test_the_benchs_shadow_label_is_the_orchestrators_check_on_code_requests_only() -> None:
-    """bench.router_online.check_label: without an LLM judge only a request for code is labelled,
-    by whether each model's answer calls the symbol (latency and cost as stored)."""
+def test_the_benchs_shadow_label_is_the_orchestrators_exact_check_only() -> None:
+    """bench.router_online.check_label: without an LLM judge only a question the cascade checks
+    exactly is labelled: a request for code, by whether each model's answer calls the symbol, and a
+    question for a signature its docs write, by the parameter names (latency and cost as stored)."""
     from bench.router_online import check_label
 
-    doc = "json.dumps serializes an object to a JSON formatted string"
+    doc = "json.dumps(obj, *, indent=None) serializes an object to a JSON formatted string"
     recital = "json.dumps serializes an object to a JSON formatted string."
     snippet = "```python\nimport json\nprint(json.dumps({'name': 'Ada'}))\n```"
+    sig = "json.dumps(obj, *, indent=None)"
 
-    def rec(query: str) -> SimpleNamespace:
+    def rec(query: str, answers: list[str]) -> SimpleNamespace:
         return SimpleNamespace(id=query, query=query, models=["small", "large"], context_bins=[256],
-                               answers=[[recital], [snippet]], latency_ms=[[100.0], [900.0]], cost=[[0.01], [0.1]])
+                               answers=[[a] for a in answers], latency_ms=[[100.0], [900.0]], cost=[[0.01], [0.1]])
 
-    contexts = {q: [[[doc]], [[doc]]] for q in ("Show a code snippet calling json.dumps.", "What does json.dumps do?")}
-    assert check_label(rec("Show a code snippet calling json.dumps."), 0, contexts) == 1  # only the snippet calls it
-    assert check_label(rec("What does json.dumps do?"), 0, contexts) is None  # not labelled without a judge
-    assert check_label(rec("What does json.dumps do?"), 0, contexts, code_only=False) == 0  # grounding: the recital
+    asks = ("Show a code snippet calling json.dumps.", "What does json.dumps do?",
+            "What arguments does json.dumps take?")
+    contexts = {q: [[[doc]], [[doc]]] for q in asks}
+    assert check_label(rec(asks[0], [recital, snippet]), 0, 0, contexts) == 1  # only the snippet calls it
+    assert check_label(rec(asks[1], [recital, snippet]), 0, 0, contexts) is None  # not labelled without a judge
+    assert check_label(rec(asks[1], [recital, snippet]), 0, 0, contexts, exact_only=False) == 0  # grounding
+    assert check_label(rec(asks[2], [recital, sig]), 0, 0, contexts) == 1  # only the large one names indent
+    assert check_label(rec(asks[2], [sig, sig]), 0, 0, contexts) == 0  # a tie goes to the cheaper
+    no_sig = {asks[2]: [[["json.dumps serializes an object."]], [[doc]]]}
+    assert check_label(rec(asks[2], [recital, sig]), 0, 0, no_sig) is None  # the served docs write no signature
+    assert check_label(rec(asks[2], [recital, sig]), 0, 1, no_sig) == 1

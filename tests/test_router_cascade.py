@@ -74,3 +74,36 @@ def test_other_requests_keep_the_grounding_check() -> None:
     for ask in ("What does json.dumps do?", "Show a code snippet that writes JSON."):  # no symbol named
         for answer in (SNIPPET, RECITAL):
             assert check_quality(ask, answer, [DOC]) == judge.grounding(answer, [DOC])
+
+
+def test_a_signature_question_is_checked_against_the_signature_its_docs_write() -> None:
+    """"What arguments does json.dumps take?" with a doc that writes ``json.dumps(obj, *, …)``: the
+    answer's parameter names against that signature (the oracle's measure), not its grounding."""
+    from ruvllm.router.cascade import check_quality, doc_signature, exact_check
+
+    ask = "What arguments does json.dumps take?"
+    assert exact_check(ask, [DOC]) == "signature"
+    assert doc_signature(frozenset({"json.dumps"}), [DOC]) == (
+        "json.dumps", "dumps(obj, *, skipkeys=False, ensure_ascii=True, indent=None)")
+    right = "json.dumps(obj, *, skipkeys=False, ensure_ascii=True, indent=None)"
+    wrong = "It takes two arguments: data and stream."
+    assert check_quality(ask, right, [DOC]) == 1.0
+    assert check_quality(ask, wrong, [DOC]) == 0.0
+    assert 0.0 < check_quality(ask, "It takes obj and an optional indent.", [DOC]) < 1.0  # 2 of 4 names
+    # the ingested docs' own layout: a "Signature:" line after the prose
+    ingested = "Function json.dumps. Serialize obj to a JSON formatted str.\nSignature: json.dumps(obj, *, indent=None)"
+    assert check_quality(ask, "json.dumps(obj, *, indent=None)", [ingested]) == 1.0
+
+
+def test_a_signature_question_without_a_written_signature_keeps_grounding() -> None:
+    from ruvllm import judge
+    from ruvllm.router.cascade import check_quality, exact_check
+
+    ask = "What arguments does json.dumps take?"
+    for docs in (["json.dumps serializes obj to a JSON formatted str."],  # no signature in the docs
+                 ["Example: json.dumps([1, 2]) gives '[1, 2]'."],  # a call with values is not a signature
+                 ["json.dumps(...) Serialize obj."],  # a builtin without one
+                 ["json.loads(s) Deserialize s."]):  # another symbol's
+        assert exact_check(ask, docs) == "grounding"
+        assert check_quality(ask, RECITAL, docs) == judge.grounding(RECITAL, docs)
+    assert exact_check("What does json.dumps do?", [DOC]) == "grounding"  # not a signature question

@@ -472,7 +472,7 @@ class RuvLLM:
         resp, contexts, x, plan = item
         quality, judged_by = self._judged(resp.question, resp.answer, contexts)
         label = None
-        if x is not None and self._shadow_due(plan):
+        if x is not None and self._shadow_due(plan, contexts):
             try:
                 label = self._shadow_label(plan, resp)
             except Exception as exc:  # a failed extra run must not cost the served answer's experience
@@ -497,9 +497,10 @@ class RuvLLM:
     def _judged(self, question: str, answer: str, contexts: list[str]) -> tuple[float, str]:
         """(quality, judged by): the configured LLM judge's verdict, else (or when its reply is
         malformed) the cascade's check: for a request for code that names its symbol, whether the
-        answer's code calls it; for any other question the answer's grounding in its contexts."""
+        answer's code calls it; for a question for a signature whose docs write it, the answer's
+        parameter names against it; for any other question the answer's grounding in its contexts."""
         quality = cascade.check_quality(question, answer, contexts)
-        judged_by = "code check" if cascade.code_request(question) else "grounding"
+        judged_by = _JUDGED_BY[cascade.exact_check(question, contexts)]
         name = self.config.learning.judge_model
         if name and answer:
             if self._judge is None:
@@ -511,14 +512,18 @@ class RuvLLM:
                 quality, judged_by = verdict.quality, f"judge:{name}"
         return quality, judged_by
 
-    def _shadow_due(self, plan: _Plan) -> bool:
-        """Only a request for code that names its symbol, drawn with probability ``router.shadow``,
-        unless the router's pattern history already holds ``router.shadow_per_pattern`` wins for its
-        pattern. On other questions neither grounding nor the LLM judge's rubric picks the
-        gold-checked oracle's model more often than chance (docs/router.md), so their labels would
-        teach the router noise; the code check agrees with the oracle on 94% of code answers."""
+    def _shadow_due(self, plan: _Plan, contexts: list[str]) -> bool:
+        """Only a question the cascade checks exactly (``cascade.exact_check``: a request for code
+        naming its symbol, or a question for a signature its served ``contexts`` write), drawn with probability
+        ``router.shadow``, unless the router's pattern history already holds
+        ``router.shadow_per_pattern`` wins for its pattern. On other questions neither grounding nor
+        the LLM judge's rubric picks the gold-checked oracle's model much more often than chance
+        (docs/router.md), so their labels would teach the router noise; the exact checks agree with
+        the oracle on 94% of code answers and 100% of checked signature answers."""
         rc = self.config.router
-        if rc.shadow <= 0 or not cascade.code_request(plan.question) or self._shadow_rng.random() >= rc.shadow:
+        if rc.shadow <= 0 or self._shadow_rng.random() >= rc.shadow:
+            return False
+        if cascade.exact_check(plan.question, contexts) == "grounding":
             return False
         history = getattr(self._router, "history", None)
         if history is None or rc.shadow_per_pattern <= 0:
@@ -526,11 +531,11 @@ class RuvLLM:
         return history.count(plan.question, getattr(plan.features, "top_hit", "") or "") < rc.shadow_per_pattern
 
     def _shadow_label(self, plan: _Plan, resp: QueryResponse) -> ShadowLabel | None:
-        """``router.shadow``: every other model the router can choose answers the same code request
+        """``router.shadow``: every other model the router can choose answers the same question
         with the same context budget and sampling; every answer, the served one included, is scored
-        by the code check (``cascade.check_quality``, whatever judge is configured: the only check
-        measured to rank models); the best utility is the question's label (``router/shadow.py``).
-        None when the router has no other model."""
+        by the cascade's exact check (``cascade.check_quality`` against the served prompt's docs,
+        whatever judge is configured: the only checks measured to rank models); the best utility is
+        the question's label (``router/shadow.py``). None when the router has no other model."""
         from ruvllm.router.fastgrnn_router import FastGRNNRouter
         from ruvllm.router.shadow import ShadowRun, label_runs
 
@@ -542,7 +547,8 @@ class RuvLLM:
         stages = resp.latency_ms
         served_ms = stages.get("generate_escalated", stages.get("generate", resp.total_ms))
         tokens = resp.usage.get("prompt_tokens", 0) + resp.usage.get("completion_tokens", 0)
-        served_q = cascade.check_quality(plan.question, resp.answer, [c.text for c in plan.built.used])
+        docs = [c.text for c in plan.built.used]  # one reference for every answer (a signature's doc)
+        served_q = cascade.check_quality(plan.question, resp.answer, docs)
         runs = [ShadowRun(resp.model, served_q, served_ms, self._cost(resp.model, tokens))]
         for m in others:
             gen = self.pool.get(m)
@@ -551,7 +557,7 @@ class RuvLLM:
             t0 = time.perf_counter()
             out = _generate(gen, built, plan.params)
             ms = out.total_ms or (time.perf_counter() - t0) * 1000.0
-            q = cascade.check_quality(plan.question, clean_answer(out.text), [c.text for c in built.used])
+            q = cascade.check_quality(plan.question, clean_answer(out.text), docs)
             runs.append(ShadowRun(m, q, ms, self._cost(m, out.prompt_tokens + out.completion_tokens)))
         label = label_runs(runs)
         self._shadow_labels += 1
@@ -807,6 +813,9 @@ def _until_blank_line(gen: Generator, built: BuiltPrompt, params: SamplingParams
 
 def _sources(used: Sequence[ContextItem]) -> list[Source]:
     return [Source(c.node_id, round(c.score, 4), c.type, c.source, _snippet(c.text), c.hop) for c in used]
+
+
+_JUDGED_BY = {"code": "code check", "signature": "signature check", "grounding": "grounding"}
 
 
 def _propensity(resp: QueryResponse) -> float:

@@ -9,10 +9,19 @@ Two switches (``RouterConfig.confidence_threshold`` and ``RouterConfig.cascade``
   with the next larger model, up to ``max_steps`` escalations (``escalate``).
 
 The quality checked (``check_quality``) is the answer's grounding in its prompt's docs, except for
-a request for code that names the symbol to use ("Show a code snippet calling json.dumps."): a
-snippet's identifiers are not doc words, so grounding failed good snippets and passed recitals of
-the docs. There the answer's code is read, never run: 1.0 when it parses and calls the symbol,
-0.25 when it only mentions it, 0 without code (``router/quality.py``'s static part).
+two requests that name their symbol, where grounding passes a recital of the docs:
+
+- a request for code ("Show a code snippet calling json.dumps."): a snippet's identifiers are not
+  doc words, so grounding failed good snippets too. The answer's code is read, never run: 1.0 when
+  it parses and calls the symbol, 0.25 when it only mentions it, 0 without code
+  (``router/quality.py``'s static part);
+- a question for a signature ("What arguments does json.dumps take?") whose prompt holds a doc
+  that writes the symbol's signature (``json.dumps(obj, *, skipkeys=False, …)``): the F1 of the
+  parameter names the answer gives against that signature's (``quality.signature_quality``, the
+  measure the oracle's labels use against ``inspect.signature``).
+
+``exact_check`` says when one of these applies: only then does the orchestrator trust the check
+enough to label a request's best model from it (shadow labels).
 
 The orchestrator owns the calls to the models and the judge; this module only decides, so it
 can be tested alone and the rules read in one place.
@@ -63,13 +72,53 @@ def code_request(question: str) -> frozenset[str]:
     return symbols if symbols and query_type_of(question) == "code" else frozenset()
 
 
+def doc_signature(symbols: frozenset[str], contexts: Sequence[str]) -> tuple[str, str] | None:
+    """(symbol, its signature as ``short(params)``) from the first doc, best first, that writes one of
+    ``symbols`` followed by a parameter list (``json.dumps(obj, *, skipkeys=False)``, or the ingested
+    docs' ``Signature: json.dumps(…)`` line); an example call with values (``json.dumps([1])``) is not
+    one. None when no doc does, or the signature is ``(...)`` (builtins without one)."""
+    from ruvllm.router.quality import param_names, paren_after
+
+    for text in contexts:
+        for sym in sorted(symbols):
+            for m in re.finditer(rf"(?<![\w.]){re.escape(sym)}\(", text):
+                inner = paren_after(text, m.end() - 1)
+                if inner is not None and inner.strip() != "..." and param_names(inner) is not None:
+                    return sym, f"{sym.rpartition('.')[2]}({inner})"
+    return None
+
+
+def signature_request(question: str) -> frozenset[str]:
+    """The symbols a question for a signature names ("What arguments does json.dumps take?"); empty
+    for any other question."""
+    from ruvllm.memory.writeback import named_symbols
+    from ruvllm.router.features import query_type_of
+
+    symbols = named_symbols(question)
+    return symbols if symbols and query_type_of(question) == "signature" else frozenset()
+
+
+def exact_check(question: str, contexts: Sequence[str]) -> str:
+    """Which check ``check_quality`` makes of an answer to ``question`` with these prompt docs:
+    "code", "signature" (the two that read what the answer claims) or "grounding"."""
+    if code_request(question):
+        return "code"
+    sig = signature_request(question)
+    return "signature" if sig and doc_signature(sig, contexts) is not None else "grounding"
+
+
 def check_quality(question: str, answer: str, contexts: Sequence[str]) -> float:
     """The quality in [0, 1] the cascade compares with ``quality_threshold`` (module docstring)."""
     from ruvllm import judge
-    from ruvllm.router.quality import extract_code, symbol_use
+    from ruvllm.router.quality import extract_code, signature_quality, symbol_use
 
     symbols = code_request(question)
     if not symbols:
+        found = doc_signature(signature_request(question), contexts)
+        if found is not None:
+            score = signature_quality(answer, found[1], found[0])
+            if score is not None:
+                return score
         return judge.grounding(answer, list(contexts))
     code = extract_code(answer)
     if code is None:

@@ -395,7 +395,7 @@ def _split_top(inner: str) -> list[str]:
     return [i.strip() for i in items if i.strip()]
 
 
-def _param_names(inner: str) -> list[str] | None:
+def param_names(inner: str) -> list[str] | None:
     """Parameter names of a signature's inside (``s, /, *, altchars=None, **kw`` → s, altchars, kw);
     None when an item is not a parameter (a call with values, ``b"x"``, ``3``), so an example call is
     not taken for a signature."""
@@ -412,7 +412,7 @@ def _param_names(inner: str) -> list[str] | None:
     return names
 
 
-def _paren_after(text: str, start: int) -> str | None:
+def paren_after(text: str, start: int) -> str | None:
     """The text inside the parenthesis opening at ``text[start]``, or None when it never closes."""
     depth = 0
     for i in range(start, len(text)):
@@ -425,7 +425,7 @@ def _paren_after(text: str, start: int) -> str | None:
 def _gold_inner(gold: str) -> str | None:
     """The inside of a signature gold's parentheses; None when it has none or is ``(...)``."""
     at = gold.find("(")
-    inner = _paren_after(gold, at) if at >= 0 else None
+    inner = paren_after(gold, at) if at >= 0 else None
     return None if inner is None or inner.strip() == "..." else inner
 
 
@@ -435,7 +435,7 @@ def gold_parameters(gold: str) -> list[str] | None:
     inner = _gold_inner(gold)
     if inner is None:
         return None
-    names = _param_names(inner)
+    names = param_names(inner)
     return None if names is None else [n for n in names if n not in ("self", "cls")]
 
 
@@ -470,8 +470,8 @@ def signature_quality(answer: str, gold: str, symbol: str) -> float | None:
     gold_set = set(want)
     claimed: set[str] | None = None
     for m in re.finditer(rf"(?<![\w])(?:{re.escape(short)}|__init__|__new__|__call__)\s*\(", answer):
-        inner = _paren_after(answer, m.end() - 1)
-        names = _param_names(inner) if inner is not None else None
+        inner = paren_after(answer, m.end() - 1)
+        names = param_names(inner) if inner is not None else None
         if names is not None:
             claimed = set(names) - {"self", "cls"}
             break
