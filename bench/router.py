@@ -441,9 +441,11 @@ def safety_markdown(doc: dict[str, Any]) -> list[str]:
              "The orchestrator does not serve the router's bare decision: a decision whose confidence is below "
              f"`router.confidence_threshold` ({safety['confidence_threshold']}) goes to the largest model "
              "(fallback), an empty answer goes once to the next larger model, and with `router.cascade = true` "
-             f"so does an answer grounded below {safety['quality_threshold']} in its prompt's docs or one that "
-             "says it does not know. These rows replay those functions on the labelled answers; an escalated "
-             "question pays both answers' latency and cost.", ""]
+             f"so does an answer whose check (`cascade.check_quality`) scores below {safety['quality_threshold']} "
+             "or one that says it does not know. The check reads a code request's code (does it call the "
+             "symbol?), a signature question's parameter names against the signature its docs write, and any "
+             "other answer's grounding in its prompt's docs. These rows replay those functions on the labelled "
+             "answers; an escalated question pays both answers' latency and cost.", ""]
     if safety.get("cascade_skipped"):
         lines += [f"Cascade rows left out: {safety['cascade_skipped']}.", ""]
     if safety.get("contexts"):

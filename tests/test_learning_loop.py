@@ -82,7 +82,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     background; the best utility becomes the question's label, a known target for the online router
     and a win on its pattern in the history table beside the checkpoint. Once the pattern holds
     ``router.shadow_per_pattern`` wins, the same question is not labelled again; a question that
-    is not a request for code is not labelled at all (no judge here ranks models on them)."""
+    no exact check covers (a definition) is not labelled at all (no judge here ranks models on them)."""
     from ruvllm.router.history import PatternHistory, pattern_key
 
     d = tmp_path / "data"
@@ -109,7 +109,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     assert len(installed) >= 2, "needs two installed models (make install assembles gemma3-270m and qwen 0.5b)"
     first, second, third = (json.loads(ln) for ln in (d / "experiences.jsonl").read_text().splitlines()[-3:])
     assert "shadow" not in second  # the pattern reached its cap with the first label
-    assert "shadow" not in third and third["judged_by"] == "grounding"  # code requests only
+    assert "shadow" not in third and third["judged_by"] == "grounding"  # exactly checked questions only
     assert first["judged_by"] == "code check"
     shadow = first["shadow"]
     runs = {r["model"]: r for r in shadow["runs"]}

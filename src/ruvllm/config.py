@@ -147,12 +147,14 @@ class RouterConfig:
     # kind = "fastgrnn": share of queries routed to a uniformly drawn model (ε-greedy exploration);
     # each decision records its propensity, so the online learner weights the outcome by 1/propensity
     explore: float = 0.0
-    # kind = "fastgrnn", learning on: share of answered requests for code that every other installed model
-    # also answers, in the background; each answer's code is checked (does it call the symbol asked for?)
-    # and the best utility (Q − 0.02·L[s] − 0.02·C, the oracle's) is the query's label: it trains the router
-    # online (a known target) and adds a win to its pattern history. Costs one extra generation per other
-    # model on those queries (off the request path). Other questions are not labelled: neither grounding
-    # nor the LLM judge's rubric ranks models on them (docs/router.md)
+    # kind = "fastgrnn", learning on: share of answered requests that every other installed model also
+    # answers, in the background, among those the cascade checks exactly (cascade.exact_check): requests for
+    # code (does each answer's code call the symbol asked for?) and questions for a signature the served docs
+    # write (each answer's parameter names against it). The best utility (Q − 0.02·L[s] − 0.02·C, the
+    # oracle's) is the query's label: it trains the router online (a known target) and adds a win to its
+    # pattern history. Costs one extra generation per other model on those queries (off the request path).
+    # Other questions are not labelled: neither grounding nor the LLM judge's rubric ranks models on them
+    # (docs/router.md)
     shadow: float = 0.0
     # a pattern (named symbols + query type) with this many wins in the router's pattern history is
     # not shadow-labelled again: later labels mostly repeat the first ones. 0 = no cap

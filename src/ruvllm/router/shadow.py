@@ -1,17 +1,20 @@
 """Shadow labels: the oracle's phase 1 on served queries, so the router keeps learning from use.
 
 With ``router.shadow = r`` (FastGRNN router, learning on) the orchestrator's background worker
-has every other installed model answer a share r of the served requests for code too, with the
-same retrieved context, context budget and sampling as the served answer. Each answer, the served
-one included, is scored by the cascade's code check (``cascade.check_quality``: does its code
-call the symbol asked for?), and the question's label is the model with the best utility
-U = Q − λ·L[s] − μ·C, the formula every oracle label is made with (``oracle.utility_table``; L the
-generation's latency, C = params[B] · tokens / 1000). Other questions are not labelled: on the
-real labels' stored answers neither grounding nor the LLM judge's rubric picks the gold-checked
-best model more often than chance, while the code check agrees on 94% of code answers
+has every other installed model answer a share r of the served questions the cascade checks
+exactly (``cascade.exact_check``) too, with the same retrieved context, context budget and
+sampling as the served answer. Those are requests for code that name their symbol, and questions
+for a signature that the served prompt's docs write. Each answer, the served one included, is
+scored by that check (``cascade.check_quality``: does its code call the symbol asked for; how
+well do its parameter names match the doc's signature), and the question's label is the model
+with the best utility U = Q − λ·L[s] − μ·C, the formula every oracle label is made with
+(``oracle.utility_table``; L the generation's latency, C = params[B] · tokens / 1000). Other
+questions are not labelled: on the real labels' stored answers neither grounding nor the LLM
+judge's rubric picks the gold-checked best model much more often than chance, while the code
+check agrees on 94% of code answers and the signature check on every signature answer it covers
 (``bench/router_online.py``, docs/router.md).
 
-The label is what a training label is, with the code check in place of running the snippet, so
+The label is what a training label is, with the exact check in place of running the snippet, so
 it serves twice: the online learner trains on it as a known target (``Experience.target``), and the
 router's pattern history (``router/history.py``) counts it as a win for that model on the
 question's pattern. The cost is one extra generation per other model on the sampled queries,
