@@ -4,6 +4,8 @@ verdict replaces the judge's on the same request."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -85,3 +87,95 @@ def test_epsilon_greedy_routing_records_the_propensity() -> None:
         seen[d.model] = d.propensity
     # ε = 0.5 over two models: the greedy one 0.5 + 0.25, the other 0.25
     assert seen == {greedy.model: 0.75, next(m for m in MODELS if m != greedy.model): 0.25}
+
+
+def _anchor_rows(seed: int = 0) -> tuple[np.ndarray, list[Any]]:
+    """48 training rows near one point that want "small" (utility 1 against 0), and one held-out row."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=8).astype(np.float32)
+    rows = [SimpleNamespace(split="train", best_model=0, query=f"q{i}", query_type="definition",
+                            utility=[[1.0] * 5, [0.0] * 5], x=(base + 0.3 * rng.normal(size=8)).astype(np.float32))
+            for i in range(48)]
+    rows.append(SimpleNamespace(split="test_seen", best_model=1, query="held out", query_type="code",
+                                utility=[[0.0] * 5, [1.0] * 5], x=base))
+    return base, rows
+
+
+def _pull_elsewhere(online: RouterOnline, base: np.ndarray, n: int = 400) -> None:
+    """A stream of another kind of query on which "large" always answers well."""
+    stream = np.random.default_rng(1)
+    for _ in range(n):
+        x = (base + 1.5 + 0.3 * stream.normal(size=8)).astype(np.float32)
+        online.observe(online.experience(x, "large", 1.0))
+    online.close()
+
+
+def test_an_anchored_learner_keeps_its_training_decisions_while_use_pulls_elsewhere() -> None:
+    """``RouterOnline(anchor=...)``: the training rows consolidate EWC before the first update and
+    seed the replay buffer. A stream that rewards "large" on one kind of query drags the unanchored
+    router's decisions on the training rows (which want "small") along; the anchored one keeps them."""
+    from ruvllm.learning.router_online import anchor_experiences
+
+    base, rows = _anchor_rows()
+    anchor = anchor_experiences(lambda r: r.x, rows)
+    assert len(anchor) == 48 and all(e.target == 0 and e.meta["source"] == "anchor" for e in anchor)
+    cfg = RouterOnlineConfig(batch_size=8, lr=1e-2, probe_every=0, curriculum_warmup=0, gate_tolerance=1.0)
+
+    def kept(anchored: bool) -> float:
+        online = RouterOnline(_params(), cfg, anchor=anchor if anchored else ())
+        if anchored:  # consolidated on the trained weights before any update; the buffer holds the rows
+            assert online.learner.plugins[1].ewc.consolidations == 1
+            assert len(online.learner.plugins[2].buffer) == 48 and online.stats()["anchored"] == 48
+        _pull_elsewhere(online, base)
+        p = online.params()
+        return float(np.mean([_p(p, r.x, "small") for r in rows[:48]]))
+
+    with_anchor, without = kept(anchored=True), kept(anchored=False)
+    assert with_anchor > without + 0.2  # measured 0.48 against 0.05
+
+
+def test_the_gate_refuses_weights_that_route_the_training_rows_worse() -> None:
+    """With anchor rows that carry utility tables, a publish whose weights have a higher utility
+    regret on them than the served weights is refused: ``on_publish`` never sees them and the
+    learner goes back to the served weights. Weights that route them no worse are published."""
+    from ruvllm.learning.router_online import anchor_experiences
+
+    base, rows = _anchor_rows()
+    anchor = anchor_experiences(lambda r: r.x, rows)
+    published: list[FastGRNNParams] = []
+    # no EWC, no rehearsal of its own: only the gate stands between the stream and the served router
+    cfg = RouterOnlineConfig(batch_size=8, lr=5e-2, probe_every=0, curriculum_warmup=0, ewc_lambda=0.0,
+                             replay_size=1, publish_every=10)
+    online = RouterOnline(_params(), cfg, on_publish=published.append, anchor=anchor)
+    served = online.gate_regret(_params())
+    _pull_elsewhere(online, base)
+    assert online.gate_rejections >= 1
+    assert all(online.gate_regret(p) <= served for p in published)  # nothing worse ever reached the router
+    assert online.gate_regret(online.params()) <= served  # the learner is back at the served weights
+    # the same stream with the gate off (anchor rows without utility tables) publishes the drift
+    ungated = anchor_experiences(lambda r: r.x, rows)
+    for e in ungated:
+        e.meta.pop("utility")
+    drifting: list[FastGRNNParams] = []
+    free = RouterOnline(_params(), cfg, on_publish=drifting.append, anchor=ungated)
+    _pull_elsewhere(free, base)
+    assert free.gate_rejections == 0 and max(online.gate_regret(p) for p in drifting) > served
+
+
+def test_an_anchor_must_fit_the_router_and_come_before_any_update() -> None:
+    import pytest
+
+    from ruvllm.errors import InvalidInputError
+    from ruvllm.learning.router_online import anchor_experiences
+
+    base, rows = _anchor_rows()
+    wrong = anchor_experiences(lambda r: r.x, rows)
+    wrong[0].meta["utility"] = np.zeros((2, 3), np.float32)  # 3 context bins; the router has 5
+    with pytest.raises(InvalidInputError, match="shape"):
+        RouterOnline(_params(), anchor=wrong)
+    online = RouterOnline(_params(), RouterOnlineConfig(batch_size=8, probe_every=0, curriculum_warmup=0))
+    _pull_elsewhere(online, base, n=16)
+    with pytest.raises(InvalidInputError, match="already been updated"):
+        online.add_anchor(anchor_experiences(lambda r: r.x, rows))

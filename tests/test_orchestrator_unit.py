@@ -191,3 +191,48 @@ def test_only_exactly_checked_questions_are_shadow_labelled(tmp_path) -> None:
             1.0, "signature check")
     finally:
         rv.close()
+
+
+def test_the_online_router_is_anchored_on_its_training_rows_or_says_why(tmp_path, caplog) -> None:
+    """``learning.anchor``: on the worker, before the first experience, the online router gets the
+    training rows of the labelled set ``train_report.json`` names (EWC, replay, the publish gate);
+    a report that is gone, or a labelled set that is corrupt, leaves it unanchored with a warning."""
+    import logging
+
+    import torch
+
+    from ruvllm.config import Config
+    from ruvllm.learning.router_online import RouterOnline
+    from ruvllm.orchestrator import RuvLLM
+    from ruvllm.router.fastgrnn_router import FastGRNNRouter
+    from ruvllm.router.oracle import DocRetriever, SyntheticOracle, save_labelled, stdlib_corpus, stdlib_qa
+    from ruvllm.router.pipeline import hash_embed
+    from ruvllm.router.training import TrainConfig, train_from_oracle
+
+    torch.set_num_threads(1)
+    modules = ("json", "textwrap")
+    recs = SyntheticOracle(["small", "large"], [0.27, 0.5]).label(
+        stdlib_qa(modules), DocRetriever(stdlib_corpus(modules), hash_embed, k=6))
+    labelled = save_labelled(recs, tmp_path / "labelled.jsonl")
+    train_from_oracle(labelled, tmp_path / "router", TrainConfig(epochs=3, iht_rounds=1, iht_epochs=1,
+                                                                  retrain_epochs=1))
+    n_train = sum(r.split == "train" for r in recs)
+
+    def anchored() -> int:
+        rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"learning.enabled": True}))
+        try:
+            router = FastGRNNRouter.load(tmp_path / "router" / "router")
+            rv._router = router  # type: ignore[assignment]
+            rv._online = RouterOnline(router.params)
+            rv._anchor_online()
+            return int(rv._online.stats()["anchored"])
+        finally:
+            rv.close()
+
+    assert anchored() == n_train > 0
+    labelled.write_text("{not json\n")
+    with caplog.at_level(logging.WARNING):
+        assert anchored() == 0
+    assert "runs unanchored" in caplog.text and "labelled.jsonl" in caplog.text
+    (tmp_path / "router" / "train_report.json").unlink()
+    assert anchored() == 0

@@ -180,6 +180,10 @@ class LearningConfig:
     judge_model: str = ""  # '' = the grounding metric only; a model name = LLM-as-judge with the rubric
     replay_size: int = 2000
     ewc_lambda: float = 10.0
+    # fastgrnn: anchor the online router on its training rows (the labelled set train_report.json names):
+    # EWC on the trained weights from the first update, replay seeded with the rows, and no weights
+    # published that route those rows worse in utility than the served ones (RouterOnline's gate)
+    anchor: bool = True
     queue_size: int = 256
 
 

@@ -58,6 +58,7 @@ HOP_DISCOUNT = 0.9  # a neighbour reached in h hops keeps 0.9**h of its similari
 # evidence of what the user means. Measured on the demo: json.dumps moves from 2nd to 1st.
 NAME_BOOST = 0.25
 INGEST_BATCH = 256
+MAX_ANCHOR_ROWS = 2000  # training rows the online router is anchored on (learning.anchor)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -150,6 +151,7 @@ class RuvLLM:
         self._shadow_rng = random.Random(self.config.llm.seed)  # which answers get shadow-labelled (router.shadow)
         self._shadow_labels = 0
         self._shadow_errors = 0
+        self._anchor_tried = False
         self._history_unsaved = 0  # shadow wins added to the pattern history since it was last saved
 
     # ---- parts, created on first use ---------------------------------------------
@@ -465,6 +467,9 @@ class RuvLLM:
             self._online = RouterOnline(router.params, cfg, on_publish=lambda p: setattr(router, "params", p))
 
     def _after_answer(self, item: tuple[Any, ...]) -> None:
+        if not self._anchor_tried:  # on the worker, before the first experience: off the request path
+            self._anchor_tried = True
+            self._anchor_online()
         if item[0] == "feedback":  # (tag, request id, features, model, score, propensity, question): a user's verdict
             _, rid, x, model, score, propensity, question = item
             self._online.feedback(x, model, score, propensity=propensity, text=question, request_id=rid)
@@ -493,6 +498,44 @@ class RuvLLM:
                 request_id=resp.request_id, target=label.best if label is not None else None))
         if label is not None:
             self._grow_history(plan, label.best)
+
+    def _anchor_online(self) -> None:
+        """``learning.anchor``: anchor the online router on its own training rows
+        (``RouterOnline.add_anchor``: EWC on the trained weights, replay seeded, and a publish gate
+        on the rows' utility regret). The rows are the labelled set named by ``train_report.json``
+        beside the checkpoint, at most ``MAX_ANCHOR_ROWS`` of its training split (seeded sample).
+        When it cannot be read, or was made for other models, the learner runs unanchored and the
+        log says why."""
+        online, router = self._online, self._router
+        path = getattr(router, "path", None)
+        if online is None or path is None or not self.config.learning.anchor:
+            return
+        from ruvllm.errors import RuvLLMError
+        from ruvllm.learning.router_online import anchor_experiences
+        from ruvllm.router.base import RouteInput
+        from ruvllm.router.oracle import load_labelled
+
+        report = Path(path).parent / "train_report.json"
+        try:
+            labelled = Path(json.loads(report.read_text())["labelled"])
+            if not labelled.is_absolute() and not labelled.exists():  # a relative path from another cwd
+                labelled = report.parent / labelled.name
+            records = [r for r in load_labelled(labelled) if r.split == "train"]
+        except (OSError, KeyError, TypeError, ValueError, RuvLLMError) as exc:
+            log.warning("learning: the router's training rows cannot be read (%s: %s); the online router runs "
+                        "unanchored", report, exc)
+            return
+        if not records or list(records[0].models) != list(online.models):
+            log.warning("learning: %s holds no training rows for the router's models %s; the online router runs "
+                        "unanchored", labelled, online.models)
+            return
+        if len(records) > MAX_ANCHOR_ROWS:
+            keep = np.random.default_rng(0).choice(len(records), size=MAX_ANCHOR_ROWS, replace=False)
+            records = [records[int(i)] for i in sorted(keep)]
+        featurize = router.featurize  # type: ignore[union-attr]
+        online.add_anchor(anchor_experiences(
+            lambda r: featurize(RouteInput(r.query, 0, 0.0, 0, features=r.feature_input())), records))
+        log.info("learning: the online router is anchored on %d training rows of %s", len(records), labelled)
 
     def _judged(self, question: str, answer: str, contexts: list[str]) -> tuple[float, str]:
         """(quality, judged by): the configured LLM judge's verdict, else (or when its reply is

@@ -22,6 +22,7 @@ already routes with them; EWC and replay keep one complaint from undoing phase 2
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ruvllm.errors import InvalidInputError
 from ruvllm.learning.curriculum import Curriculum
 from ruvllm.learning.ewc import EWCConfig
 from ruvllm.learning.learner import (
@@ -66,10 +68,14 @@ class RouterOnlineConfig:
     eval_every: int = 100  # updates
     rollback_tolerance: float = 0.05
     publish_every: int = 50  # updates
+    # with an anchor that carries utility tables: weights whose utility regret on the anchor rows is
+    # more than this above the served weights' are not published, and the learner goes back to the served
+    gate_tolerance: float = 0.0
     good_quality: float = 0.5  # rewards below it do not pull the router towards the action
     seed: int = 0
 
 
+log = logging.getLogger(__name__)
 MAX_IMPORTANCE_WEIGHT = 10.0
 
 
@@ -89,8 +95,24 @@ def feedback_loss(model: nn.Module, batch: Sequence[Experience]) -> torch.Tensor
 
 
 class RouterOnline:
+    """``anchor``: the trained router's own training rows as experiences (features, oracle target
+    and utility table; ``anchor_experiences``). With them:
+
+    - **EWC** is consolidated on the trained weights before the first update, with its Fisher
+      estimated on those rows (without, nothing holds the trained weights until the first
+      consolidation, ``consolidate_every`` updates in), and the rows seed the replay buffer;
+    - **a utility gate** guards every publish: weights whose utility regret on the anchor rows is
+      above the served weights' (by more than ``gate_tolerance``) are not published, and the
+      learner goes back to the served weights (``gate_rejections``). The online learner trains on
+      rewards and labels that CV never saw: on the real labels, 70 updates on shadow labels of code
+      and signature questions moved 16 how-to decisions (never labelled) to a worse model through
+      the shared cell (utility regret 0.082 → 0.118, ``bench/router_learner.py``). The gate makes
+      "refined online" mean "never worse than the served router on the rows it was trained on".
+    """
+
     def __init__(self, params: FastGRNNParams, cfg: RouterOnlineConfig | None = None,
-                 on_publish: Callable[[FastGRNNParams], Any] | None = None):
+                 on_publish: Callable[[FastGRNNParams], Any] | None = None,
+                 anchor: Sequence[Experience] = ()):
         self.cfg = c = cfg or RouterOnlineConfig()
         self.models = list(params.config.models)
         self.normalizer = params.normalizer
@@ -101,20 +123,64 @@ class RouterOnline:
                 self.model.masks[name] = (p != 0).float()
         self.probe: ReservoirBuffer[Experience] = ReservoirBuffer(c.probe_capacity, seed=c.seed + 11)
         self.checkpoints = CheckpointPlugin(self.probe_score, every=c.eval_every, tolerance=c.rollback_tolerance)
+        ewc = EWCPlugin(EWCConfig(lam=c.ewc_lambda), every=c.consolidate_every)
+        replay = ReplayPlugin(c.replay_capacity, c.replay_size, seed=c.seed)
         plugins: list[Plugin] = [
             CurriculumPlugin(Curriculum(key=Experience.level, warmup_steps=c.curriculum_warmup)),
-            EWCPlugin(EWCConfig(lam=c.ewc_lambda), every=c.consolidate_every),
-            ReplayPlugin(c.replay_capacity, c.replay_size, seed=c.seed),
+            ewc,
+            replay,
             self.checkpoints,
         ]
         self.learner = OnlineLearner(self.model, feedback_loss, plugins,
                                      LearnerConfig(batch_size=c.batch_size, lr=c.lr, seed=c.seed),
                                      after_step=lambda m: m.apply_masks())  # type: ignore[operator]
+        self._ewc, self._replay = ewc, replay
+        self.anchored = 0
+        self._gate: list[Experience] = []  # anchor rows with a utility table
+        self._served_regret = 0.0
+        self._served_state: dict[str, Any] | None = None
+        self.gate_rejections = 0
+        self.add_anchor(anchor)
         self.on_publish = on_publish
         self.published_at = 0
         self.publishes = 0
         self.feedbacks = 0
         self._n = 0
+
+    def add_anchor(self, anchor: Sequence[Experience]) -> None:
+        """Anchor the weights as they are now (the trained router's) on ``anchor`` (see the class
+        docstring); only before the first update, since later the weights are no longer the trained ones."""
+        if not anchor:
+            return
+        if self.learner.step > 0:
+            raise InvalidInputError("RouterOnline.add_anchor: the router has already been updated online")
+        shape = (len(self.models), len(self.model.cfg.context_bins))
+        bad = [np.shape(e.meta["utility"]) for e in anchor
+               if "utility" in e.meta and np.shape(e.meta["utility"]) != shape]
+        if bad:
+            raise InvalidInputError(f"RouterOnline.add_anchor: a utility table has shape {bad[0]}; the router "
+                                    f"decides over {shape} (models, context bins)")
+        with self.learner._lock:
+            self._ewc.ewc.consolidate(self.model, list(anchor), feedback_loss)
+            for e in anchor:
+                self._replay.buffer.add(e)
+        self.anchored += len(anchor)
+        self._gate += [e for e in anchor if "utility" in e.meta]
+        if self._gate:
+            self._served_regret = self.gate_regret(self.params())
+            self._served_state = self.learner.state_dict()
+
+    def gate_regret(self, params: FastGRNNParams) -> float:
+        """Mean utility regret of ``params``' own decisions (model and context, no session) on the
+        anchor rows that carry a utility table; 0.0 without any."""
+        if not self._gate:
+            return 0.0
+        regret = 0.0
+        for e in self._gate:
+            out, _ = params.step(np.atleast_2d(e.x)[-1], None)
+            u = np.asarray(e.meta["utility"], np.float64)  # (M, C)
+            regret += float(u.max() - u[int(np.argmax(out.model_probs)), int(np.argmax(out.context_probs))])
+        return regret / len(self._gate)
 
     def experience(self, x: Any, model: str, quality: float, *, propensity: float = 1.0, text: str = "",
                    task: str = "", target: str | None = None, request_id: str = "") -> Experience:
@@ -174,9 +240,22 @@ class RouterOnline:
         with torch.no_grad():
             return self.model.to_params(self.normalizer, {"stage": "online", "updates": self.learner.step})
 
-    def publish(self) -> FastGRNNParams:
+    def publish(self) -> FastGRNNParams | None:
+        """Hand the current weights to ``on_publish``; with a utility gate (class docstring), only
+        when they route the anchor rows no worse than the served ones. Returns what was published,
+        None when the gate refused (the learner is then back at the served weights)."""
         p = self.params()
         self.published_at = self.learner.step
+        if self._gate:
+            regret = self.gate_regret(p)
+            if regret > self._served_regret + self.cfg.gate_tolerance:
+                assert self._served_state is not None
+                self.learner.load_state_dict(self._served_state)
+                self.gate_rejections += 1
+                log.info("router online: weights at update %d not published: utility regret on the anchor rows "
+                         "%.4f > served %.4f", self.learner.step, regret, self._served_regret)
+                return None
+            self._served_regret, self._served_state = regret, self.learner.state_dict()
         self.publishes += 1
         if self.on_publish is not None:
             self.on_publish(p)
@@ -189,5 +268,18 @@ class RouterOnline:
 
     def stats(self) -> dict[str, Any]:
         return {"observed": self._n, "updates": self.learner.step, "publishes": self.publishes,
-                "probe": len(self.probe), "rollbacks": self.checkpoints.rollbacks, "feedbacks": self.feedbacks,
-                "last_loss": self.learner.last_loss}
+                "anchored": self.anchored, "gate_rejections": self.gate_rejections,
+                "probe": len(self.probe), "rollbacks": self.checkpoints.rollbacks,
+                "feedbacks": self.feedbacks, "last_loss": self.learner.last_loss}
+
+
+def anchor_experiences(featurize: Callable[[Any], Any], records: Sequence[Any]) -> list[Experience]:
+    """The training rows of a labelled set (``oracle.LabelledRecord``, split "train") as
+    experiences with their oracle target and utility table (the publish gate's measure),
+    featurised the way the router routes them (``featurize``: a record → the normalised 128-d
+    vector, e.g. ``FastGRNNRouter.featurize`` of a ``RouteInput`` carrying ``record.feature_input()``)."""
+    return [Experience(np.asarray(featurize(r), np.float32), target=int(r.best_model), text=r.query,
+                       task=r.query_type, difficulty=0.0,
+                       meta={"source": "anchor", "utility": np.asarray(r.utility, np.float32)})
+            for r in records if r.split == "train"]
+
