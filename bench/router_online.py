@@ -110,20 +110,24 @@ def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict
             for t, (n, g, k) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
 
 
-def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: int = 0) -> dict[str, Any]:
-    """The LLM judge on a seeded sample of ``per_type`` real records per question type, at the
-    smallest context size: how often the model whose answer it scores best (with latency and cost)
-    is the gold-checked oracle's. Two ways: the orchestrator's rubric (``LLMJudge.score``, no
-    reference) and a yes/no verdict against the prompt's first doc as the reference
-    (``LLMJudge.verdict``, P(yes)), the gold the online path does not have replaced by retrieval."""
+def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: int = 0, *,
+                        rubric: bool = True, types: list[str] | None = None) -> dict[str, Any]:
+    """The LLM judge on a seeded sample of ``per_type`` real records per question type (``types``,
+    default all), at the smallest context size: how often the model whose answer it scores best
+    (with latency and cost) is the gold-checked oracle's. Two ways: the orchestrator's rubric
+    (``LLMJudge.score``, no reference; skipped without ``rubric``) and a yes/no verdict against the
+    docs the question names (``cascade.reference_docs`` of the first model's prompt: for each
+    named symbol the first doc naming it, else the first doc; ``LLMJudge.verdict``, P(yes)), the
+    gold the online path does not have replaced by retrieval."""
     from bench.router import prompt_contexts
     from ruvllm.config import Config
     from ruvllm.judge_llm import LLMJudge
     from ruvllm.llm import ModelPool, Registry
     from ruvllm.llm.prompt import clean_answer
+    from ruvllm.router import cascade
 
     rng = np.random.default_rng(seed)
-    types = sorted({r.query_type for r in recs})
+    types = types or sorted({r.query_type for r in recs})
     sample = []
     for t in types:
         of_t = [r for r in recs if r.query_type == t]
@@ -138,22 +142,26 @@ def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: 
     for r in sample:
         best = int(np.argmax(np.asarray(r.utility)[:, 0]))
         answers = [clean_answer(r.answers[i][0]) for i in range(len(r.models))]
-        ref = (contexts[r.id][-1][0] or [""])[0][:1500]
-        rubric, verdict = [], []
+        ref = cascade.reference_docs(r.query, contexts[r.id][0][0])
+        scores, verdict = [], []
         for i, a in enumerate(answers):
-            sc = jd.score(r.query, a, contexts[r.id][i][0]) if a.strip() else None
-            rubric.append(sc.quality if sc is not None else 0.0)
+            if rubric:
+                sc = jd.score(r.query, a, contexts[r.id][i][0]) if a.strip() else None
+                scores.append(sc.quality if sc is not None else 0.0)
             v = jd.verdict(r.query, a, ref)
             verdict.append(0.0 if v is None else v)
-        rows.append({"type": r.query_type, "oracle": best, "rubric": rubric, "verdict": verdict,
-                     "rubric_label": label_at(r, 0, rubric), "verdict_label": label_at(r, 0, verdict)})
+        row = {"type": r.query_type, "oracle": best, "verdict": verdict, "verdict_label": label_at(r, 0, verdict)}
+        if rubric:
+            row.update(rubric=scores, rubric_label=label_at(r, 0, scores))
+        rows.append(row)
     pool.close()
-    out: dict[str, Any] = {"judge": judge_model, "per_type": per_type, "stats": jd.stats()}
+    out: dict[str, Any] = {"judge": judge_model, "per_type": per_type, "rubric": rubric, "stats": jd.stats()}
     for t in [*types, "all"]:
         rs = [x for x in rows if t in ("all", x["type"])]
-        out[t] = {"n": len(rs), "rubric": round(float(np.mean([x["rubric_label"] == x["oracle"] for x in rs])), 3),
-                  "verdict": round(float(np.mean([x["verdict_label"] == x["oracle"] for x in rs])), 3),
-                  "rubric_all_equal": round(float(np.mean([len(set(x["rubric"])) == 1 for x in rs])), 3)}
+        out[t] = {"n": len(rs), "verdict": round(float(np.mean([x["verdict_label"] == x["oracle"] for x in rs])), 3)}
+        if rubric:
+            out[t].update(rubric=round(float(np.mean([x["rubric_label"] == x["oracle"] for x in rs])), 3),
+                          rubric_all_equal=round(float(np.mean([len(set(x["rubric"])) == 1 for x in rs])), 3))
     return out
 
 
@@ -258,14 +266,22 @@ def markdown(doc: dict[str, Any]) -> str:
                   for t, a in doc["judge_agreement"].items()]
         lines.append("")
     lj = doc.get("llm_judge")
-    if lj:
+    if lj and lj.get("rubric", True):
         lines += [f"LLM judge ({lj['judge']}), {lj['per_type']} questions per type (seeded sample), smallest context "
                   "size: the same agreement with the oracle's best model, for the rubric the orchestrator asks "
-                  "(no reference) and for a yes/no verdict against the prompt's first doc.", "",
+                  "(no reference) and for a yes/no verdict against the docs the question names "
+                  "(`cascade.reference_docs`).", "",
                   "| question type | questions | rubric | rubric gave all models the same score | "
-                  "verdict vs first doc |", "|---|---:|---:|---:|---:|"]
+                  "verdict vs the named docs |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {t} | {a['n']} | {a['rubric']:.0%} | {a['rubric_all_equal']:.0%} | {a['verdict']:.0%} |"
                   for t, a in lj.items() if isinstance(a, dict) and "n" in a]
+        lines.append("")
+    elif lj:
+        lines += [f"LLM judge ({lj['judge']}), {lj['per_type']} questions per type (seeded sample), smallest context "
+                  "size: the same agreement with the oracle's best model for a yes/no verdict against the docs the "
+                  "question names (`cascade.reference_docs`; the rubric not run).", "",
+                  "| question type | questions | verdict vs the named docs |", "|---|---:|---:|"]
+        lines += [f"| {t} | {a['n']} | {a['verdict']:.0%} |" for t, a in lj.items() if isinstance(a, dict) and "n" in a]
         lines.append("")
     return "\n".join(lines)
 
@@ -305,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llm-judge-sample", type=int, default=0,
                     help="real labels: also run the LLM judge on this many questions per type (slow: ~10 s each)")
     ap.add_argument("--judge-model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--llm-judge-types", default="",
+                    help="comma-separated question types for the LLM judge (default all)")
+    ap.add_argument("--no-rubric", action="store_true",
+                    help="the LLM judge's verdict only (the rubric is the slow part)")
     ap.add_argument("--shadow-judge", choices=tuple(JUDGES), default="oracle",
                     help="how a shadow label is made: the stored oracle label, or (real labels, with answers) "
                          "the orchestrator's exact check (code and signature requests), on the stored answers")
@@ -355,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": report.n_train, "train_patterns": len(history.wins), "n_stream": len(stream),
         "stream_patterns": len({pattern_key(r.query, _top_hit(r)) for r in stream}), "seeds": args.seeds,
         "shadow_judge": args.shadow_judge, "judge_agreement": agreement,
-        "llm_judge": (llm_judge_agreement(recs, args.judge_model, args.llm_judge_sample, args.seed)
+        "llm_judge": (llm_judge_agreement(recs, args.judge_model, args.llm_judge_sample, args.seed,
+                                          rubric=not args.no_rubric,
+                                          types=[t for t in args.llm_judge_types.split(",") if t] or None)
                       if args.llm_judge_sample > 0 else None),
         "train_config": report.config,
         "seen": {"accuracy": round(float(np.mean([x["correct"] for x in seen["rows"]])), 4),

@@ -107,3 +107,18 @@ def test_a_signature_question_without_a_written_signature_keeps_grounding() -> N
         assert exact_check(ask, docs) == "grounding"
         assert check_quality(ask, RECITAL, docs) == judge.grounding(RECITAL, docs)
     assert exact_check("What does json.dumps do?", [DOC]) == "grounding"  # not a signature question
+
+
+def test_the_reference_docs_are_the_ones_the_question_names() -> None:
+    from ruvllm.router.cascade import reference_docs
+
+    loads = "json.loads(s) Deserialize s to a Python object."
+    dump = "json.dump(obj, fp) Serialize obj as a JSON formatted stream to fp."
+    docs = [loads, dump, DOC]
+    assert reference_docs("What does json.dumps do?", docs) == DOC  # not json.dump's, though it comes first
+    both = reference_docs("What is the difference between json.dumps and json.loads?", docs)
+    assert both == f"{DOC}\n{loads}"
+    assert reference_docs("How do I serialize an object?", docs) == loads  # no symbol named: the best hit
+    assert reference_docs("What does os.walk do?", docs) == loads  # named, but in no doc
+    assert reference_docs("What does json.dumps do?", []) == ""
+    assert len(reference_docs("Compare json.dumps with json.loads.", docs, limit=40)) <= 41

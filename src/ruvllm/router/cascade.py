@@ -107,6 +107,24 @@ def exact_check(question: str, contexts: Sequence[str]) -> str:
     return "signature" if sig and doc_signature(sig, contexts) is not None else "grounding"
 
 
+def reference_docs(question: str, contexts: Sequence[str], limit: int = 1500) -> str:
+    """The docs an answer to ``question`` should agree with, for a reference-based judge
+    (``LLMJudge.verdict``): for each symbol the question names, the first doc that names it (best
+    first); without one, the first doc. At most ``limit`` characters, shared between the docs."""
+    from ruvllm.memory.writeback import named_symbols
+
+    picked: list[str] = []
+    for sym in sorted(named_symbols(question)):
+        pat = re.compile(rf"(?<![\w.]){re.escape(sym)}(?!\w)")
+        found = next((t for t in contexts if pat.search(t)), None)
+        if found is not None and found not in picked:
+            picked.append(found)
+    if not picked and contexts:
+        picked = [contexts[0]]
+    each = limit // max(1, len(picked))
+    return "\n".join(t[:each] for t in picked)
+
+
 def check_quality(question: str, answer: str, contexts: Sequence[str]) -> float:
     """The quality in [0, 1] the cascade compares with ``quality_threshold`` (module docstring)."""
     from ruvllm import judge
