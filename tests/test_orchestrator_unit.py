@@ -236,3 +236,49 @@ def test_the_online_router_is_anchored_on_its_training_rows_or_says_why(tmp_path
     assert "runs unanchored" in caplog.text and "labelled.jsonl" in caplog.text
     (tmp_path / "router" / "train_report.json").unlink()
     assert anchored() == 0
+
+
+def test_the_configured_judge_gives_a_verdict_where_no_exact_check_applies(tmp_path) -> None:
+    """``learning.judge_model``: a question no exact check covers is judged by the judge's yes/no
+    verdict against the docs it names (P(yes)); a code or signature question keeps its exact check,
+    whatever judge is configured; a backend that cannot read probabilities gives its rubric score."""
+    from ruvllm.config import Config
+    from ruvllm.judge_llm import LLMJudge
+    from ruvllm.llm.base import Generation, SamplingParams
+    from ruvllm.orchestrator import RuvLLM
+
+    class Judge:  # the part the orchestrator talks to: a backend with next-token probabilities (or not)
+        name, n_ctx, prompt_style = "judge", 2048, "chat"
+
+        def __init__(self, probs: bool) -> None:
+            self.prompts: list[str] = []
+            if probs:
+                self.choice_probs = lambda prompt, choices: (self.prompts.append(str(prompt)),
+                                                              {"yes": 0.6, "no": 0.2})[1]
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+        def chat(self, messages, params: SamplingParams) -> Generation:
+            return Generation('{"accuracy": 5, "completeness": 5, "coherence": 5, "conciseness": 5}', 1, 1, "stop")
+
+    rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"learning.judge_model": "judge"}))
+    try:
+        loads = "json.loads(s) Deserialize s to a Python object."
+        docs = [loads, DOC_DUMPS]
+        judge = Judge(probs=True)
+        rv._judge = LLMJudge(judge)  # type: ignore[arg-type]
+        q, how = rv._judged("What does json.dumps do?", "It serializes obj to a JSON string.", docs)
+        assert (round(q, 4), how) == (0.75, "verdict:judge")
+        assert "REFERENCE: json.dumps(obj" in judge.prompts[-1] and "json.loads(s)" not in judge.prompts[-1]
+        assert rv._judged("What arguments does json.dumps take?", "json.dumps(obj, *, indent=None)", docs) == (
+            1.0, "signature check")
+        assert rv._judged("Show a code snippet calling json.dumps.", "no code", docs) == (0.0, "code check")
+        assert len(judge.prompts) == 1  # the exact checks asked no judge
+        rv._judge = LLMJudge(Judge(probs=False))  # type: ignore[arg-type]
+        assert rv._judged("What does json.dumps do?", "It serializes obj.", docs) == (1.0, "judge:judge")
+    finally:
+        rv.close()
+
+
+DOC_DUMPS = "json.dumps(obj, *, indent=None) Serialize obj to a JSON formatted str."

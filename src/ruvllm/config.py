@@ -177,7 +177,10 @@ class LearningConfig:
     # on: after each answer a background worker judges it, logs the experience to
     # <data dir>/experiences.jsonl and (router.kind = "fastgrnn") updates the router online
     enabled: bool = False
-    judge_model: str = ""  # '' = the grounding metric only; a model name = LLM-as-judge with the rubric
+    # '' = the cascade's check only (exact for code and signature questions, grounding for the rest); a model
+    # name = that model judges the rest: a yes/no verdict against the docs the question names (P(yes)), or its
+    # rubric score where the backend cannot read next-token probabilities
+    judge_model: str = ""
     replay_size: int = 2000
     ewc_lambda: float = 10.0
     # fastgrnn: anchor the online router on its training rows (the labelled set train_report.json names):
