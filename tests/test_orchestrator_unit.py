@@ -244,7 +244,7 @@ def test_the_configured_judge_gives_a_verdict_where_no_exact_check_applies(tmp_p
     whatever judge is configured; a backend that cannot read probabilities gives its rubric score."""
     from ruvllm.config import Config
     from ruvllm.judge_llm import LLMJudge
-    from ruvllm.llm.base import Generation, SamplingParams
+    from ruvllm.llm.base import Generation
     from ruvllm.orchestrator import RuvLLM
 
     class Judge:  # the part the orchestrator talks to: a backend with next-token probabilities (or not)
@@ -259,7 +259,7 @@ def test_the_configured_judge_gives_a_verdict_where_no_exact_check_applies(tmp_p
         def count_tokens(self, text: str) -> int:
             return len(text.split())
 
-        def chat(self, messages, params: SamplingParams) -> Generation:
+        def chat(self, messages, params) -> Generation:
             return Generation('{"accuracy": 5, "completeness": 5, "coherence": 5, "conciseness": 5}', 1, 1, "stop")
 
     rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"learning.judge_model": "judge"}))
