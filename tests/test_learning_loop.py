@@ -129,3 +129,21 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     old = before.wins.get(key, [0.0] * len(before.models))
     grown = [n - o for n, o in zip(after.wins[key], old, strict=True)]
     assert grown == [1.0 if m == shadow["best"] else 0.0 for m in after.models]
+
+
+def test_a_configured_judge_gives_its_verdict_on_a_real_answer(tmp_path: Path, embedder: Any) -> None:
+    """``learning.judge_model``: a real model's yes/no verdict against the docs the question names
+    judges an answer that no exact check covers; a code request keeps its code check."""
+    cfg = Config.load(data_dir=str(tmp_path / "d"), **{"learning.enabled": True,
+                                                       "learning.judge_model": "qwen2.5-coder-0.5b"})
+    rv = RuvLLM(cfg, embedder=embedder)
+    try:
+        rv.ingest_stdlib(["json"])
+        rv.query("What does json.dumps do?", max_tokens=24, writeback=False)
+        rv.query("Show a code snippet calling json.dumps.", max_tokens=48, writeback=False)
+    finally:
+        rv.close()
+    told, code = (json.loads(ln) for ln in (tmp_path / "d" / "experiences.jsonl").read_text().splitlines())
+    assert told["judged_by"] == "verdict:qwen2.5-coder-0.5b" and 0.0 <= told["quality"] <= 1.0
+    assert code["judged_by"] == "code check"
+    assert rv.learning_stats()["judge"]["calls"] == 1
