@@ -433,6 +433,78 @@ def replay_safety(pm: np.ndarray, pc: np.ndarray, conf: np.ndarray, recs: list[A
     return final, first, fell
 
 
+SWEEP_CONFIDENCE = (0.0, 0.3, 0.5)  # router.confidence_threshold (0: no fallback)
+SWEEP_QUALITY = (0.0, 0.35, 0.5, 0.7)  # the cascade's quality threshold (0: cascade off)
+
+
+def safety_sweep(labelled: Path, model_dir: Path) -> dict[str, Any]:
+    """The orchestrator's two safety knobs over a grid, replayed (``replay_safety``) around the
+    compressed FastGRNN on every split, the training split included: a setting is chosen there,
+    by utility regret, and read on the test splits. None of the test figures takes part in the
+    choice. Needs real labels with stored answers."""
+    from ruvllm.router.cascade import CascadePolicy
+    from ruvllm.router.fastgrnn import FastGRNNParams
+    from ruvllm.router.history import PatternHistory
+    from ruvllm.router.oracle import load_labelled
+    from ruvllm.router.training import datasets_from_records, predict
+
+    recs = load_labelled(labelled)
+    contexts, why = prompt_contexts(recs)
+    if contexts is None:
+        return {"skipped": why}
+    if PatternHistory.load(model_dir / "router") is not None:
+        return {"skipped": "a router with a pattern history (its training rows' features depend on the split)"}
+    comp = FastGRNNParams.load(model_dir / "router")
+    M, C = len(comp.config.models), len(comp.config.context_bins)
+    by = {s: [r for r in recs if r.split == s] for s in ("train", "test_seen", "test_unseen")}
+    ref = _large_ref(by["train"])
+    decided = {}
+    for split, rs in by.items():
+        out = predict(comp, datasets_from_records(rs, comp.normalizer))
+        decided[split] = (out[:, :M].argmax(1), out[:, M:M + C].argmax(1), 1 / (1 + np.exp(-out[:, M + C + 2])))
+    rows = []
+    for conf_t in SWEEP_CONFIDENCE:
+        for q_t in SWEEP_QUALITY:
+            policy = CascadePolicy(confidence_threshold=conf_t, cascade=q_t > 0, quality_threshold=q_t,
+                                   self_check=q_t > 0)
+            row: dict[str, Any] = {"confidence_threshold": conf_t, "cascade_quality_threshold": q_t}
+            for split, rs in by.items():
+                pm, pc, conf = decided[split]
+                fm, first, _ = replay_safety(pm, pc, conf, rs, policy, contexts)
+                row[split] = metrics(fm, pc, _tables(rs), ref, first)
+            rows.append(row)
+    chosen = min(range(len(rows)), key=lambda i: rows[i]["train"]["utility_regret"])
+    return {"rows": rows, "chosen": chosen, "rule": "lowest utility regret on the training split",
+            "contexts": why}
+
+
+def safety_sweep_markdown(doc: dict[str, Any]) -> list[str]:
+    sw = doc.get("safety_sweep")
+    if not sw:
+        return []
+    if "skipped" in sw:
+        return ["## Safety settings swept", "", f"Skipped: {sw['skipped']}.", ""]
+    lines = ["## Safety settings swept (chosen on the training split)", "",
+             "`router.confidence_threshold` (0: no fallback) × the cascade's quality threshold (0: cascade off; "
+             "the self-check on with it), replayed around the compressed FastGRNN on every split. The setting "
+             f"marked ◀ has the {sw['rule']}; the test columns took no part in the choice. The default config "
+             "is confidence 0.5, cascade off.", "",
+             "| confidence | cascade below | train: utility regret | seen: utility regret | seen: quality regret | "
+             "seen: latency regret | seen: cost reduction | held-out: utility regret | held-out: quality regret | "
+             "held-out: latency regret | held-out: cost reduction |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(sw["rows"]):
+        mark = " ◀" if i == sw["chosen"] else ""
+        cells = [f"{r['train']['utility_regret']:.4f}{mark}"]
+        for split in ("test_seen", "test_unseen"):
+            m = r[split]
+            cells += [f"{m['utility_regret']:.4f}", f"{m['quality_regret_vs_large_1to5']:+.3f}",
+                      f"{m['latency_regret_vs_oracle_ms']:+.0f} ms", f"{m['cost_reduction_vs_large']:.1%}"]
+        lines.append(f"| {r['confidence_threshold']:g} | {r['cascade_quality_threshold'] or 'off'} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def safety_markdown(doc: dict[str, Any]) -> list[str]:
     safety = doc.get("safety")
     if not safety:
@@ -849,6 +921,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "quality on the training split; cost reduction is against it, \"model only\" against the "
                   "largest model at each router's own context sizes.", ""]
     lines += safety_markdown(doc)
+    lines += safety_sweep_markdown(doc)
     lines += cv_markdown(doc)
     lines += seeds_markdown(doc)
     lines += sweep_markdown(doc)
@@ -933,6 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --history: the share of training rows that see no history")
     ap.add_argument("--seeds", type=int, default=0,
                     help="also retrain the compressed FastGRNN with this many seeds (from --seed): the spread")
+    ap.add_argument("--safety-sweep", action="store_true",
+                    help="real labels: replay the fallback and cascade thresholds over a grid, chosen on train")
     ap.add_argument("--labelled", type=Path, default=None, help="skip phase 1: an oracle JSONL made before")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router")
     ap.add_argument("--work", type=Path, default=ROOT / "results" / "tmp" / "router")
@@ -997,6 +1072,8 @@ def main(argv: list[str] | None = None) -> int:
     report = train_from_oracle(labelled, args.work / "model", tc)
     print(f"trained in {report.seconds}s", file=sys.stderr)
     ev = evaluate_all(labelled, args.work / "model", args.seed)
+    if args.safety_sweep:
+        cost_doc["safety_sweep"] = safety_sweep(labelled, args.work / "model")
     if args.seeds:
         cost_doc["seed_spread"] = seed_spread(recs, labelled, args.work, list(range(args.seed, args.seed + args.seeds)),
                                               tc)
