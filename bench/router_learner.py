@@ -43,15 +43,14 @@ publishes every ``publish_every`` updates), and how many publishes the gate refu
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import provenance, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGES = ("check", "exact", "exact+shadow", "gold")
@@ -254,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = {arm: summarise([run_arm(arm, router.params, stream, xs, train, xt, checks, s, args.passes, args.explore)
                             for s in range(args.seeds)]) for arm in ARMS}
     doc = {
-        "command": "python -m bench.router_learner " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}",
+        **provenance("bench.router_learner", argv),
         "labelled": str(args.labelled), "models": report.models, "n_train": report.n_train,
         "train_config": report.config,
         "train_config_note": ("type prior" if args.type_prior else "no type prior")
@@ -265,11 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "exact_share": round(float(np.mean(exact)), 4), "caveat": checks["caveat"],
         "arms": arms, "seconds": round(time.perf_counter() - t0, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "router_learner.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (args.out / "router_learner.md").write_text(markdown(doc))
-    plot(doc, args.out / "router_learner.png")
-    print(markdown(doc))
+    write_results(args.out, "router_learner", doc, markdown, plot)
     return 0
 
 

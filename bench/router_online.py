@@ -31,9 +31,6 @@ Writes ``router_online.{json,md}`` and ``router_online.png`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -42,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import provenance, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 # (r, per-pattern cap): label a question with probability r while its pattern has fewer than cap
@@ -368,9 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = [summarise([stream_run(router, history, stream, rate, s, cap, label_of) for s in range(args.seeds)],
                       len(router.params.config.models), rate, cap) for rate, cap in ARMS]
     doc = {
-        "command": "python -m bench.router_online " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}",
+        **provenance("bench.router_online", argv),
         "labelled": str(args.labelled), "label_source": report.label_source, "models": report.models,
         "n_train": report.n_train, "train_patterns": len(history.wins), "n_stream": len(stream),
         "stream_patterns": len({pattern_key(r.query, _top_hit(r)) for r in stream}), "seeds": args.seeds,
@@ -384,11 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                  "utility_regret": round(float(np.mean([x["regret"] for x in seen["rows"]])), 4)},
         "arms": arms, "seconds": round(time.perf_counter() - t0, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "router_online.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (args.out / "router_online.md").write_text(markdown(doc))
-    plot(doc, args.out / "router_online.png")
-    print(markdown(doc))
+    write_results(args.out, "router_online", doc, markdown, plot)
     return 0
 
 
