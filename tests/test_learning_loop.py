@@ -36,8 +36,9 @@ def test_answers_become_experiences_and_reach_the_router(tmp_path: Path, embedde
     assert stats["processed"] == 2 and stats["errors"] == 0 and stats["dropped"] == 0
     assert rv._online is not None and rv._online.stats()["observed"] == 2
     # anchored on the training rows of the labelled set the router was trained from (learning.anchor)
-    assert rv._online.stats()["anchored"] == sum(
+    assert rv._online.stats()["anchored"] == stats["router_anchored"] == sum(
         json.loads(ln)["split"] == "train" for ln in next((d / "router").glob("labelled_*.jsonl")).open())
+    assert stats["router_gate_rejections"] == rv._online.gate_rejections
 
 
 def test_learning_off_writes_no_experiences(tmp_path: Path, embedder: Any) -> None:

@@ -650,6 +650,9 @@ class RuvLLM:
             out["judge"] = self._judge.stats()
         if self._online is not None:
             out["router_publishes"] = self._online.publishes
+            # training rows the online router is anchored on, and publishes its utility gate refused
+            out["router_anchored"] = self._online.anchored
+            out["router_gate_rejections"] = self._online.gate_rejections
         if self.config.router.shadow > 0:
             out["shadow_labels"] = self._shadow_labels
             out["shadow_errors"] = self._shadow_errors
