@@ -196,7 +196,9 @@ def test_only_exactly_checked_questions_are_shadow_labelled(tmp_path) -> None:
 def test_the_online_router_is_anchored_on_its_training_rows_or_says_why(tmp_path, caplog) -> None:
     """``learning.anchor``: on the worker, before the first experience, the online router gets the
     training rows of the labelled set ``train_report.json`` names (EWC, replay, the publish gate);
-    a report that is gone, or a labelled set that is corrupt, leaves it unanchored with a warning."""
+    a report that is gone, a labelled set that is corrupt or does not fit the router, leaves it
+    unanchored with a warning."""
+    import json
     import logging
 
     import torch
@@ -230,6 +232,16 @@ def test_the_online_router_is_anchored_on_its_training_rows_or_says_why(tmp_path
             rv.close()
 
     assert anchored() == n_train > 0
+    good = labelled.read_text()
+    lines = good.splitlines()
+    i = next(n for n, ln in enumerate(lines) if json.loads(ln)["split"] == "train")
+    row = json.loads(lines[i])
+    row["utility"] = [u[:1] for u in row["utility"]]  # one context bin: not the router's table
+    lines[i] = json.dumps(row)
+    labelled.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert anchored() == 0
+    assert "does not fit the router" in caplog.text
     labelled.write_text("{not json\n")
     with caplog.at_level(logging.WARNING):
         assert anchored() == 0

@@ -533,8 +533,12 @@ class RuvLLM:
             keep = np.random.default_rng(0).choice(len(records), size=MAX_ANCHOR_ROWS, replace=False)
             records = [records[int(i)] for i in sorted(keep)]
         featurize = router.featurize  # type: ignore[union-attr]
-        online.add_anchor(anchor_experiences(
-            lambda r: featurize(RouteInput(r.query, 0, 0.0, 0, features=r.feature_input())), records))
+        try:
+            online.add_anchor(anchor_experiences(
+                lambda r: featurize(RouteInput(r.query, 0, 0.0, 0, features=r.feature_input())), records))
+        except (ValueError, TypeError, RuvLLMError) as exc:  # rows that do not fit the router: say so, go on
+            log.warning("learning: %s does not fit the router (%s); the online router runs unanchored", labelled, exc)
+            return
         log.info("learning: the online router is anchored on %d training rows of %s", len(records), labelled)
 
     def _judged(self, question: str, answer: str, contexts: list[str]) -> tuple[float, str]:
