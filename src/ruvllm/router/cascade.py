@@ -62,14 +62,19 @@ class CascadePolicy:
                    quality_threshold=cls.quality_threshold if rc.cascade else 0.0)
 
 
-def code_request(question: str) -> frozenset[str]:
-    """The symbols a request for code names ("Show a code snippet calling json.dumps."); empty for
-    any other question."""
+def _naming(question: str, query_type: str) -> frozenset[str]:
+    """The symbols ``question`` names when it is a question of ``query_type``; empty otherwise."""
     from ruvllm.memory.writeback import named_symbols
     from ruvllm.router.features import query_type_of
 
     symbols = named_symbols(question)
-    return symbols if symbols and query_type_of(question) == "code" else frozenset()
+    return symbols if symbols and query_type_of(question) == query_type else frozenset()
+
+
+def code_request(question: str) -> frozenset[str]:
+    """The symbols a request for code names ("Show a code snippet calling json.dumps."); empty for
+    any other question."""
+    return _naming(question, "code")
 
 
 def doc_signature(symbols: frozenset[str], contexts: Sequence[str]) -> tuple[str, str] | None:
@@ -91,11 +96,7 @@ def doc_signature(symbols: frozenset[str], contexts: Sequence[str]) -> tuple[str
 def signature_request(question: str) -> frozenset[str]:
     """The symbols a question for a signature names ("What arguments does json.dumps take?"); empty
     for any other question."""
-    from ruvllm.memory.writeback import named_symbols
-    from ruvllm.router.features import query_type_of
-
-    symbols = named_symbols(question)
-    return symbols if symbols and query_type_of(question) == "signature" else frozenset()
+    return _naming(question, "signature")
 
 
 def exact_check(question: str, contexts: Sequence[str]) -> str:
