@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python -m bench.router_learner \
         --labelled bench/results/router-real4-judged/labelled_real.jsonl --type-prior --cv-folds 4 \
-        --out bench/results/router-learner-real                                              # ~10 min
+        --out bench/results/router-learner-real                                              # ~5 min
 
 With ``learning.enabled`` the orchestrator hands every routed answer to ``learning.RouterOnline``
 as an experience: the features the router saw, the model it used and the answer's judged quality
