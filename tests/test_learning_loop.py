@@ -148,3 +148,29 @@ def test_a_configured_judge_gives_its_verdict_on_a_real_answer(tmp_path: Path, e
     assert told["judged_by"] == "verdict:qwen2.5-coder-0.5b" and 0.0 <= told["quality"] <= 1.0
     assert code["judged_by"] == "code check"
     assert rv.learning_stats()["judge"]["calls"] == 1
+
+
+def test_a_signature_question_is_shadow_labelled_by_its_signature_check(tmp_path: Path, embedder: Any) -> None:
+    """Real models: "What arguments does json.dumps take?" with the ingested json docs (their
+    ``Signature:`` line in the prompt) is judged by the signature check, and ``router.shadow = 1``
+    has the other installed model answer it too, scored by the same check."""
+    d = tmp_path / "data"
+    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "60",
+                   "--epochs", "3", "--cv-folds", "0")
+    assert proc.returncode == 0, proc.stderr
+    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
+                                          "router.shadow": 1.0})
+    rv = RuvLLM(cfg, embedder=embedder)
+    try:
+        rv.ingest_stdlib(["json"])
+        a = rv.query("What arguments does json.dumps take?", max_tokens=32, writeback=False)
+        installed = rv.router.models  # type: ignore[attr-defined]
+    finally:
+        rv.close()
+    assert len(installed) >= 2, "needs two installed models (make install assembles gemma3-270m and qwen 0.5b)"
+    record = json.loads((d / "experiences.jsonl").read_text().splitlines()[-1])
+    assert record["judged_by"] == "signature check"
+    runs = {r["model"]: r for r in record["shadow"]["runs"]}
+    assert set(runs) == set(installed) and runs[a.model]["quality"] == record["quality"]
+    assert all(0.0 <= r["quality"] <= 1.0 for r in runs.values())
+    assert record["shadow"]["pattern"] == "json.dumps|signature"
