@@ -148,7 +148,7 @@ def test_a_failed_shadow_label_costs_nothing_but_the_label(tmp_path, monkeypatch
 
     rv = RuvLLM(Config.load(data_dir=str(tmp_path / "data"), **{"router.shadow": 1.0}))
 
-    def fail(plan, resp):
+    def fail(plan, resp, docs, served_quality):
         raise RuntimeError("model file vanished")
 
     monkeypatch.setattr(rv, "_shadow_label", fail)

@@ -479,7 +479,7 @@ class RuvLLM:
         label = None
         if x is not None and self._shadow_due(plan, contexts):
             try:
-                label = self._shadow_label(plan, resp)
+                label = self._shadow_label(plan, resp, contexts, quality)
             except Exception as exc:  # a failed extra run must not cost the served answer's experience
                 self._shadow_errors += 1
                 log.warning("shadow label of request %s failed: %s", resp.request_id, exc)
@@ -588,12 +588,15 @@ class RuvLLM:
             return True
         return history.count(plan.question, getattr(plan.features, "top_hit", "") or "") < rc.shadow_per_pattern
 
-    def _shadow_label(self, plan: _Plan, resp: QueryResponse) -> ShadowLabel | None:
+    def _shadow_label(self, plan: _Plan, resp: QueryResponse, docs: list[str],
+                      served_quality: float) -> ShadowLabel | None:
         """``router.shadow``: every other model the router can choose answers the same question
-        with the same context budget and sampling; every answer, the served one included, is scored
-        by the cascade's exact check (``cascade.check_quality`` against the served prompt's docs,
-        whatever judge is configured: the only checks measured to rank models); the best utility is
-        the question's label (``router/shadow.py``). None when the router has no other model."""
+        with the same context budget and sampling; every answer is scored by the cascade's exact
+        check (``cascade.check_quality``) against the served prompt's ``docs``, whatever judge is
+        configured: the only checks measured to rank models. The served answer's score is
+        ``served_quality``, which ``_judged`` made with that same check (an exact check outranks any
+        judge there). The best utility is the question's label (``router/shadow.py``). None when
+        the router has no other model."""
         from ruvllm.router.fastgrnn_router import FastGRNNRouter
         from ruvllm.router.shadow import ShadowRun, label_runs
 
@@ -605,9 +608,7 @@ class RuvLLM:
         stages = resp.latency_ms
         served_ms = stages.get("generate_escalated", stages.get("generate", resp.total_ms))
         tokens = resp.usage.get("prompt_tokens", 0) + resp.usage.get("completion_tokens", 0)
-        docs = [c.text for c in plan.built.used]  # one reference for every answer (a signature's doc)
-        served_q = cascade.check_quality(plan.question, resp.answer, docs)
-        runs = [ShadowRun(resp.model, served_q, served_ms, self._cost(resp.model, tokens))]
+        runs = [ShadowRun(resp.model, served_quality, served_ms, self._cost(resp.model, tokens))]
         for m in others:
             gen = self.pool.get(m)
             built = self._build(plan.question, plan.ranked, dataclasses.replace(plan.decision, model=m), gen,
