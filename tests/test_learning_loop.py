@@ -16,11 +16,15 @@ from ruvllm.orchestrator import RuvLLM
 pytestmark = pytest.mark.model
 
 
+def _train_router(data_dir: Path, *args: str) -> None:
+    """``ruvllm router train`` on synthetic labels for json and textwrap into ``data_dir``."""
+    proc = run_cli("router", "train", "--data-dir", str(data_dir), "--modules", "json,textwrap", *args)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_answers_become_experiences_and_reach_the_router(tmp_path: Path, embedder: Any) -> None:
     d = tmp_path / "data"
-    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "60",
-                   "--epochs", "5")
-    assert proc.returncode == 0, proc.stderr
+    _train_router(d, "--limit", "60", "--epochs", "5")
     cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True})
     rv = RuvLLM(cfg, embedder=embedder)
     try:
@@ -56,9 +60,7 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
     """A user's bad score on a routed answer goes through the background worker to
     ``RouterOnline.feedback``: the published router gives that model less probability on that query."""
     d = tmp_path / "data"
-    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "40",
-                   "--epochs", "3")
-    assert proc.returncode == 0, proc.stderr
+    _train_router(d, "--limit", "40", "--epochs", "3")
     cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
                                           "router.confidence_threshold": 0.0})
     rv = RuvLLM(cfg, embedder=embedder)
@@ -90,9 +92,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     from ruvllm.router.history import PatternHistory, pattern_key
 
     d = tmp_path / "data"
-    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "60",
-                   "--epochs", "3", "--cv-folds", "0", "--history")
-    assert proc.returncode == 0, proc.stderr
+    _train_router(d, "--limit", "60", "--epochs", "3", "--cv-folds", "0", "--history")
     before = PatternHistory.load(d / "router" / "router")
     assert before is not None
     trained = PatternHistory.path_for(d / "router" / "router").read_bytes()
@@ -155,9 +155,7 @@ def test_a_signature_question_is_shadow_labelled_by_its_signature_check(tmp_path
     ``Signature:`` line in the prompt) is judged by the signature check, and ``router.shadow = 1``
     has the other installed model answer it too, scored by the same check."""
     d = tmp_path / "data"
-    proc = run_cli("router", "train", "--data-dir", str(d), "--modules", "json,textwrap", "--limit", "60",
-                   "--epochs", "3", "--cv-folds", "0")
-    assert proc.returncode == 0, proc.stderr
+    _train_router(d, "--limit", "60", "--epochs", "3", "--cv-folds", "0")
     cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
                                           "router.shadow": 1.0})
     rv = RuvLLM(cfg, embedder=embedder)
