@@ -153,8 +153,8 @@ class RouterConfig:
     # write (each answer's parameter names against it). The best utility (Q − 0.02·L[s] − 0.02·C, the
     # oracle's) is the query's label: it trains the router online (a known target) and adds a win to its
     # pattern history. Costs one extra generation per other model on those queries (off the request path).
-    # Other questions are not labelled: neither grounding nor the LLM judge's rubric ranks models on them
-    # (docs/router.md)
+    # Other questions are not labelled: grounding and the LLM judge's rubric rank models no better than
+    # chance on them, and its verdict picks the wrong model one time in three (docs/router.md)
     shadow: float = 0.0
     # a pattern (named symbols + query type) with this many wins in the router's pattern history is
     # not shadow-labelled again: later labels mostly repeat the first ones. 0 = no cap

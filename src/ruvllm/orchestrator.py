@@ -574,10 +574,11 @@ class RuvLLM:
         """Only a question the cascade checks exactly (``cascade.exact_check``: a request for code
         naming its symbol, or a question for a signature its served ``contexts`` write), drawn with probability
         ``router.shadow``, unless the router's pattern history already holds
-        ``router.shadow_per_pattern`` wins for its pattern. On other questions neither grounding nor
-        the LLM judge's rubric picks the gold-checked oracle's model much more often than chance
-        (docs/router.md), so their labels would teach the router noise; the exact checks agree with
-        the oracle on 94% of code answers and 100% of checked signature answers."""
+        ``router.shadow_per_pattern`` wins for its pattern. On other questions grounding and the LLM
+        judge's rubric pick the gold-checked oracle's model no more often than chance, and its
+        verdict is wrong one time in three (docs/router.md), so their labels would teach the router
+        noise; the exact checks agree with the oracle on 94% of code answers and 100% of checked
+        signature answers."""
         rc = self.config.router
         if rc.shadow <= 0 or self._shadow_rng.random() >= rc.shadow:
             return False
