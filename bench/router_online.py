@@ -98,15 +98,22 @@ def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict
         return label_at(r, c, [judge.grounding(clean_answer(r.answers[i][c]), contexts[r.id][i][c])
                                for i in range(len(r.models))])
 
+    from ruvllm.router import cascade
+
     tally: dict[str, list[int]] = {}
     for r in recs:
         for c in range(len(r.context_bins)):
             best = int(np.argmax(np.asarray(r.utility)[:, c]))
-            hits = [1, grounding_label(r, c) == best, check_label(r, c, 0, contexts, exact_only=False) == best]
+            checked = check_label(r, c, 0, contexts, exact_only=False) == best
+            exact = cascade.exact_check(r.query, contexts[r.id][0][c]) != "grounding"
+            hits = [1, grounding_label(r, c) == best, checked, exact, exact and checked]
             for t in (r.query_type, "all"):
-                tally[t] = [a + b for a, b in zip(tally.get(t, [0, 0, 0]), hits, strict=True)]
-    return {t: {"n": n, "grounding": round(g / n, 3), "check": round(k / n, 3)}
-            for t, (n, g, k) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
+                tally[t] = [a + b for a, b in zip(tally.get(t, [0] * len(hits)), hits, strict=True)]
+    # "exact": the answer sets an exact check covers (code, or a signature the docs write), and how often
+    # the check's label is the oracle's on those alone
+    return {t: {"n": n, "grounding": round(g / n, 3), "check": round(k / n, 3), "exact_n": e,
+                "check_where_exact": round(ek / e, 3) if e else None}
+            for t, (n, g, k, e, ek) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
 
 
 def llm_judge_agreement(recs: list[Any], judge_model: str, per_type: int, seed: int = 0, *,
@@ -259,9 +266,10 @@ def markdown(doc: dict[str, Any]) -> str:
                   "(with its latency and cost) is the gold-checked oracle's best model at that context size. "
                   f"Chance: 1 / {len(doc['models'])}.", "",
                   "| question type | answers compared | grounding | check (code: calls the symbol; "
-                  "signature: vs the doc's) |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {t} | {a['n']} | {a['grounding']:.0%} | {a['check']:.0%} |"
+                  "signature: vs the doc's) | answer sets an exact check covers | check, on those |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {a['n']} | {a['grounding']:.0%} | {a['check']:.0%} | {a.get('exact_n', '–')} | "
+                  + (f"{a['check_where_exact']:.0%} |" if a.get("check_where_exact") is not None else "– |")
                   for t, a in doc["judge_agreement"].items()]
         lines.append("")
     lj = doc.get("llm_judge")
