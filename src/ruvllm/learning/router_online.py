@@ -105,7 +105,7 @@ class RouterOnline:
       above the served weights' (by more than ``gate_tolerance``) are not published, and the
       learner goes back to the served weights (``gate_rejections``). The online learner trains on
       rewards and labels that CV never saw: on the real labels, 70 updates on shadow labels of code
-      and signature questions moved 16 how-to decisions (never labelled) to a worse model through
+      and signature questions moved how-to decisions (never labelled) to a worse model through
       the shared cell (served utility regret 0.082 → 0.102, ``bench/router_learner.py``). The gate makes
       "refined online" mean "never worse than the served router on the rows it was trained on".
     """
