@@ -614,7 +614,8 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
         for split in per_seed:
             per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
-                           "type_prior": base.type_prior, "history": base.history, "chosen": chosen}
+                           "type_prior": base.type_prior, "utility_prior": base.utility_prior,
+                           "history": base.history, "chosen": chosen}
     for split, rows in per_seed.items():
         out[split] = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows])),
                           "min": float(np.min([r[k] for r in rows])), "max": float(np.max([r[k] for r in rows]))}
@@ -647,7 +648,8 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
                 + "." if sp.get("cv_folds") else "")
              + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else "")
-             + (" With the per-type prior." if sp.get("type_prior") else "")
+             + (f" With the per-type utility table as a fixed prior (τ = {sp['utility_prior']:g})."
+                if sp.get("utility_prior") else " With the per-type prior." if sp.get("type_prior") else "")
              + (" With the pattern history." if sp.get("history") else ""), "",
              "| split | model acc | quality regret | latency regret ms | cost reduction | "
              f"within {NEAR_DELTA} of best | utility regret |",
@@ -887,7 +889,9 @@ def history_markdown(doc: dict[str, Any]) -> list[str]:
 
 def training_line(doc: dict[str, Any]) -> list[str]:
     c, hist = doc["train_report"]["config"], doc.get("history")
-    parts = [f"type prior {'on' if c.get('type_prior') else 'off'}",
+    prior = (f"type prior: the training split's per-type utility table, fixed (τ = {c['utility_prior']:g})"
+             if c.get("utility_prior") else f"type prior {'on' if c.get('type_prior') else 'off'}")
+    parts = [prior,
              f"{c['cv_folds']}-fold CV" if c.get("cv_folds", 0) > 1 else "no CV",
              f"feature dropout {c.get('feature_dropout', 0):g}"]
     if hist:
@@ -1000,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="FastGRNN training: blank each feature slice but the query type with this probability")
     ap.add_argument("--type-prior", action="store_true",
                     help="FastGRNN: the heads also read the query-type features directly (a per-type prior)")
+    ap.add_argument("--utility-prior", type=float, default=0.0,
+                    help="FastGRNN: > 0, the type prior is the training split's per-type mean-utility table over "
+                         "this temperature, held fixed (implies --type-prior)")
     ap.add_argument("--history", action="store_true",
                     help="FastGRNN: the historical-accuracy features carry each question's pattern history")
     ap.add_argument("--history-dropout", type=float, default=0.3,
@@ -1063,7 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
     tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout,
-                     type_prior=args.type_prior, history=args.history, history_dropout=args.history_dropout)
+                     type_prior=args.type_prior, utility_prior=args.utility_prior, history=args.history,
+                     history_dropout=args.history_dropout)
     if args.sweep_mu:  # without CV: one training per μ
         mus = [float(v) for v in args.sweep_mu.split(",") if v.strip()]
         cost_doc["sweep"] = sweep_mu(recs, float(info.get("lambda_per_s", args.lam)), mus, args.work,

@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=max(CHECKPOINTS))
     ap.add_argument("--explore", type=float, default=0.0, help="ε-greedy share (the orchestrator's router.explore)")
     ap.add_argument("--type-prior", action="store_true")
+    ap.add_argument("--utility-prior", type=float, default=0.0,
+                    help="> 0: the type prior is the per-type utility table, fixed (ruvllm router train: 0.05)")
     ap.add_argument("--cv-folds", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.labelled}: the records hold no answers (real labels are needed)", file=sys.stderr)
         return 2
     report = train_from_oracle(args.labelled, args.work / "router",
-                               TrainConfig(type_prior=args.type_prior, cv_folds=args.cv_folds))
+                               TrainConfig(type_prior=args.type_prior, utility_prior=args.utility_prior,
+                                           cv_folds=args.cv_folds))
     router = FastGRNNRouter.load(Path(report.checkpoint))
 
     def features(rs: list[Any]) -> np.ndarray:
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         **provenance("bench.router_learner", argv),
         "labelled": str(args.labelled), "models": report.models, "n_train": report.n_train,
         "train_config": report.config,
-        "train_config_note": ("type prior" if args.type_prior else "no type prior")
+        "train_config_note": (f"utility-table prior (τ = {args.utility_prior:g})" if args.utility_prior
+                              else "type prior" if args.type_prior else "no type prior")
         + (f", {args.cv_folds}-fold CV" if args.cv_folds else ""),
         "n_stream": len(stream), "seeds": args.seeds, "explore": args.explore, "passes": args.passes,
         "exact_share": round(float(np.mean(exact)), 4), "caveat": checks["caveat"],

@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="the LLM judge's sample")
     ap.add_argument("--type-prior", action="store_true")
+    ap.add_argument("--utility-prior", type=float, default=0.0,
+                    help="> 0: the type prior is the per-type utility table, fixed (ruvllm router train: 0.05)")
     ap.add_argument("--cv-folds", type=int, default=0)
     ap.add_argument("--llm-judge-sample", type=int, default=0,
                     help="real labels: also run the LLM judge on this many questions per type (slow: ~10 s each)")
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         from ruvllm.router.pipeline import PipelineConfig, build_labels
 
         args.labelled = build_labels(PipelineConfig(labels="synthetic", mu=0.02), args.work).path
-    tc = TrainConfig(history=True, type_prior=args.type_prior, cv_folds=args.cv_folds)
+    tc = TrainConfig(history=True, type_prior=args.type_prior, utility_prior=args.utility_prior,
+                     cv_folds=args.cv_folds)
     report = train_from_oracle(args.labelled, args.work / "router", tc)
     router = FastGRNNRouter.load(Path(report.checkpoint))
     history = router.history

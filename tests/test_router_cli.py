@@ -45,6 +45,7 @@ def test_train_writes_labels_router_and_report(trained: tuple[Path, str]) -> Non
     # the defaults: the per-type prior and 4-fold CV; the given --epochs 6 is kept, the rest chosen
     c = rep["config"]
     assert c["type_prior"] and c["cv_folds"] == 4 and c["cv_keep"] == ["epochs"] and c["epochs"] == 6
+    assert c["utility_prior"] == 0.05  # the prior is the training split's per-type utility table, fixed
     assert {r["epochs"] for r in rep["cv"]} == {6} and len({r["weight_decay"] for r in rep["cv"]}) == 3
     assert router_params_prior(out)
     info = json.loads((out / "labels_info.json").read_text())
@@ -56,9 +57,12 @@ def test_train_writes_labels_router_and_report(trained: tuple[Path, str]) -> Non
 
 
 def router_params_prior(out: Path) -> bool:
+    """Whether the saved router has a type prior; one made by default has the fixed table kind."""
     from ruvllm.router.fastgrnn import FastGRNNParams
 
-    return FastGRNNParams.load(out / "router").config.prior_slice != (0, 0)
+    cfg = FastGRNNParams.load(out / "router").config
+    assert cfg.prior_kind == ("table" if cfg.prior_slice != (0, 0) else "linear")
+    return cfg.prior_slice != (0, 0)
 
 
 def test_train_is_reproducible(trained: tuple[Path, str], tmp_path: Path) -> None:
@@ -94,7 +98,7 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
     for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
                 ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"],
-                ["--history", "--history-dropout", "1"], ["--epochs", "0"]):
+                ["--history", "--history-dropout", "1"], ["--epochs", "0"], ["--utility-prior", "-0.05"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 
@@ -160,6 +164,7 @@ def test_train_with_cv_records_the_chosen_point(trained: tuple[Path, str], tmp_p
     assert res.exit_code == 0, res.output
     plain = json.loads((tmp_path / "plain" / "train_report.json").read_text())
     assert plain["cv"] == [] and plain["config"]["epochs"] == 60 and not router_params_prior(tmp_path / "plain")
+    assert plain["config"]["utility_prior"] == 0.0  # --no-type-prior turns the utility table off too
     res = runner.invoke(router_app, ["train", "--labelled", str(out / "labelled_synthetic.jsonl"),
                                      "--cv-folds", "2", "--out", str(tmp_path / "cv")], catch_exceptions=False)
     assert res.exit_code == 0, res.output

@@ -20,17 +20,18 @@ from ruvllm.router.training import FastGRNNTorch
 torch.set_num_threads(1)
 
 
-def _random_params(models: list[str], seed: int = 0, prior: tuple[int, int] = (0, 0)) -> FastGRNNParams:
-    cfg = FastGRNNConfig(models=models, hidden=32, w_rank=8, u_rank=4, prior_slice=prior)
+def _random_params(models: list[str], seed: int = 0, prior: tuple[int, int] = (0, 0),
+                   kind: str = "linear") -> FastGRNNParams:
+    cfg = FastGRNNConfig(models=models, hidden=32, w_rank=8, u_rank=4, prior_slice=prior, prior_kind=kind)
     p = FastGRNNParams.init(cfg, seed=seed)
     rng = np.random.default_rng(seed + 1)
     arrays = {k: (v + rng.standard_normal(v.shape).astype(np.float32) * 0.3) for k, v in p.arrays.items()}
     return FastGRNNParams(cfg, arrays)
 
 
-@pytest.mark.parametrize("prior", [(0, 0), (26, 32)])
-def test_numpy_forward_equals_torch_forward(prior: tuple[int, int]) -> None:
-    params = _random_params(["a", "b", "c"], prior=prior)
+@pytest.mark.parametrize(("prior", "kind"), [((0, 0), "linear"), ((26, 32), "linear"), ((26, 32), "table")])
+def test_numpy_forward_equals_torch_forward(prior: tuple[int, int], kind: str) -> None:
+    params = _random_params(["a", "b", "c"], prior=prior, kind=kind)
     xs = np.random.default_rng(3).standard_normal((5, 4, 128)).astype(np.float32)  # (B, T, D)
     with torch.no_grad():
         ref = FastGRNNTorch.from_params(params)(torch.from_numpy(xs)).numpy()  # (B, T, n_out)
@@ -205,3 +206,25 @@ def test_the_type_prior_reads_its_slice_and_survives_save_and_load(tmp_path) -> 
     with pytest.raises(StoreCorruptError):  # a prior that is not a slice of the input
         FastGRNNParams.init(FastGRNNConfig(models=["a", "b"], input_dim=16, prior_slice=(26, 32)))
     assert np.array_equal(old.step(x)[1], plain.step(x)[1])
+    assert old.config.prior_kind == "linear"  # and reads its prior as before prior_kind existed
+
+
+def test_a_table_prior_adds_the_column_of_the_query_type_whatever_the_slice_scale(tmp_path) -> None:
+    params = _random_params(["a", "b"], prior=(26, 32), kind="table")
+    h = params.cell(np.zeros(128, np.float32), params.hidden0())
+    base = params.heads(h)  # no x: no prior
+    for t, (hot, cold) in enumerate([(1.0, 0.0), (2.2, -0.45), (0.3, -3.0)]):  # raw and standardised one-hots
+        x = np.zeros(128, np.float32)
+        x[26:32] = cold
+        x[26 + t] = hot
+        assert np.allclose(params.heads(h, x) - base, params.arrays["prior_w"][:, t], atol=1e-6)
+    flat = np.zeros(128, np.float32)
+    flat[26:32] = -0.4  # no type is hot: no prior, not type 0's
+    assert np.allclose(params.heads(h, flat), base, atol=1e-6)
+    params.save(tmp_path / "t", int8=True)
+    assert FastGRNNParams.load(tmp_path / "t").config.prior_kind == "table"
+    doc = json.loads((tmp_path / "t.json").read_text())
+    doc["config"]["prior_kind"] = "quadratic"
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreCorruptError, match="prior_kind"):
+        FastGRNNParams.load(tmp_path / "t")

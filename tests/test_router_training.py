@@ -312,3 +312,46 @@ def test_with_the_type_prior_strong_decay_leaves_a_per_type_table() -> None:
     assert "prior_w" not in plain.arrays
     acc_plain, acc_prior = evaluate(plain, test)["model_accuracy"], evaluate(prior, test)["model_accuracy"]
     assert acc_prior > 0.95 and acc_prior > acc_plain + 0.2, (acc_plain, acc_prior)
+
+
+def test_the_utility_prior_is_the_query_type_table_and_training_holds_it() -> None:
+    """Per type, the large model wins 85% of the rows by 0.01 and loses 15% by 0.3, so its mean utility is
+    the worse one: the argmax labels' majority (even weighted by the utility gap, clipped at 4× the
+    median) says large, the mean utility says small. A strongly
+    regularised router with the learnt prior follows the majority; with the utility prior it makes the
+    query-type-best table's choices, which lose less utility, and training leaves the table as set."""
+    from ruvllm.router.baselines import QueryTypeRouter
+    from ruvllm.router.features import Q_TYPE
+    from ruvllm.router.training import utility_table
+
+    def data(n_sessions: int, seed: int) -> RouterDataset:
+        base = toy(n_sessions, seed)
+        rng = np.random.default_rng(seed + 30)
+        x = base.x.copy()
+        qtype = rng.integers(0, 6, len(x))
+        x[:, Q_TYPE] = np.where(np.eye(6, dtype=bool)[qtype], 1.5, -0.4)
+        large_wins = rng.random(len(x)) < 0.85
+        u = np.zeros((len(x), 2, 5), np.float32)
+        u[:, 0, :] = 0.5
+        u[:, 1, :] = np.where(large_wins, 0.51, 0.2)[:, None]
+        u[:, :, 0] -= 0.05  # the smallest context loses a little everywhere
+        y = large_wins.astype(np.int64)
+        return RouterDataset(x, base.session, y, np.ones(len(x), np.int64), base.y_temp, base.y_top_p, u)
+
+    train, test = data(60, 0), data(40, 1)
+    strong = replace(FAST, weight_decay=0.3, epochs=40, type_prior=True)
+    learnt = train_dense(train, ["small", "large"], strong).to_params()
+    # τ = 0.01: the mean utilities differ by ≈ 0.037, 3.7 logits, more than the labels' pull on the head bias
+    table = train_dense(train, ["small", "large"], replace(strong, utility_prior=0.01)).to_params()
+    assert table.config.prior_kind == "table" and learnt.config.prior_kind == "linear"
+    assert np.array_equal(table.arrays["prior_w"], utility_table(train, table.config, 0.01))  # held fixed
+    assert table.arrays["prior_w"][:2].argmax(0).tolist() == [0] * 6  # small for every type
+    qt_model, qt_ctx = QueryTypeRouter().fit(train).decide(test)
+    out = predict(table, test)
+    agree = float(((out[:, :2].argmax(1) == qt_model) & (out[:, 2:7].argmax(1) == qt_ctx)).mean())
+    learnt_agree = float((predict(learnt, test)[:, :2].argmax(1) == qt_model).mean())
+    assert agree > 0.75 and learnt_agree < 0.3, (agree, learnt_agree)  # the cell still moves a few rows
+    r_learnt, r_table = evaluate(learnt, test)["utility_regret"], evaluate(table, test)["utility_regret"]
+    assert r_table < r_learnt - 0.02, (r_learnt, r_table)  # ≈ 0.0085 against 0.045
+    with pytest.raises(InvalidInputError):
+        train_dense(train, ["small", "large"], replace(FAST, utility_prior=-1.0))

@@ -91,6 +91,11 @@ def train(
                                                         "probability per training row (0 = off).")] = 0.0,
     type_prior: Annotated[bool, typer.Option(help="The heads also read the query-type features directly: a "
                                                   "per-type prior the cell adds to.")] = True,
+    utility_prior: Annotated[float, typer.Option(help="> 0: that prior is a fixed table, the training split's "
+                                                      "mean utility per query type over this temperature, and "
+                                                      "the cell learns the rest; 0: the prior is learnt. "
+                                                      "--no-type-prior turns both off.")]
+    = 0.05,
     history: Annotated[bool, typer.Option(help="Feed the router each question's pattern history (symbols + "
                                                "type: which model was best on its past questions), from a "
                                                "table saved beside the checkpoint.")] = False,
@@ -118,6 +123,8 @@ def train(
                                 f"{label_temperature}")
     if not 0.0 <= feature_dropout < 1.0:
         raise InvalidInputError(f"--feature-dropout must be in [0, 1), got {feature_dropout}")
+    if utility_prior < 0:
+        raise InvalidInputError(f"--utility-prior must be ≥ 0, got {utility_prior}")
     if epochs is not None and epochs < 1:
         raise InvalidInputError(f"--epochs must be ≥ 1, got {epochs}")
     if not 0.0 <= history_dropout < 1.0:
@@ -163,7 +170,8 @@ def train(
     tc = TrainConfig(epochs=60 if epochs is None else epochs, hidden=hidden,
                      w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4), target_sparsity=sparsity, seed=seed,
                      cv_folds=cv_folds, cv_keep=given, label_temperature=label_temperature or 0.0,
-                     feature_dropout=feature_dropout, type_prior=type_prior, history=history,
+                     feature_dropout=feature_dropout, type_prior=type_prior,
+                     utility_prior=utility_prior if type_prior else 0.0, history=history,
                      history_dropout=history_dropout)
     err.print("phase 2: training, then compression (dense → hard threshold → retrain → int8) …", highlight=False)
     import torch

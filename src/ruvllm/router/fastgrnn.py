@@ -18,7 +18,11 @@ queries, so h carries what the session asked so far. Heads read h' (H) and give:
 Optionally (``FastGRNNConfig.prior_slice``, ``ruvllm router train --type-prior``) the heads also
 read the query-type slice of x straight through ``prior_w``: a per-type prior that the cell's
 contribution adds to, so a strongly regularised router falls back to a per-type table instead of
-to one constant answer.
+to one constant answer. With ``prior_kind = "table"`` the prior reads the one-hot of the slice's
+largest entry (the query's type) instead of its standardised values, so ``prior_w``'s column t is
+exactly the logits added for type t: training fills it with the training split's mean utility per
+type and holds it fixed (``ruvllm router train --utility-prior``), and the cell learns what the type
+does not say.
 
 This file is the inference side: numpy only, no torch import (torch costs seconds and
 hundreds of MB at start-up). The torch twin used for training lives in ``training.py`` and
@@ -60,6 +64,9 @@ class FastGRNNConfig:
     # per-query-type prior that the cell adds to (features.Q_TYPE); (0, 0) = none, as in checkpoints
     # made before it existed
     prior_slice: tuple[int, int] = (0, 0)
+    # how the heads read that slice: "linear" (its normalised values, as before this field) or
+    # "table" (the one-hot of its largest entry, so prior_w's column t is type t's logits)
+    prior_kind: str = "linear"
 
     @property
     def prior_width(self) -> int:
@@ -92,6 +99,20 @@ def param_shapes(cfg: FastGRNNConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+PRIOR_KINDS = ("linear", "table")
+
+
+def prior_input(cfg: FastGRNNConfig, xs: npt.NDArray[Any]) -> F32:
+    """What ``prior_w`` multiplies: the prior slice of xs (…, D), or with ``prior_kind = "table"`` the
+    one-hot of its largest entry (all zeros where the slice is flat: no type, no prior)."""
+    lo, hi = cfg.prior_slice
+    s = np.asarray(xs[..., lo:hi], np.float32)
+    if cfg.prior_kind == "linear":
+        return s
+    hot = np.arange(hi - lo) == s.argmax(axis=-1)[..., None]
+    return (hot & (s.max(axis=-1, keepdims=True) > s.min(axis=-1, keepdims=True))).astype(np.float32)
+
+
 SPARSE_PARAMS = ("W1", "W2", "U1", "U2")  # hard-thresholded in stage 2 (as in EdgeML)
 
 
@@ -122,6 +143,8 @@ class FastGRNNParams:
         if not 0 <= lo <= hi <= self.config.input_dim:
             raise StoreCorruptError(f"FastGRNN prior_slice {self.config.prior_slice} is not a slice of the "
                                     f"{self.config.input_dim}-d input")
+        if self.config.prior_kind not in PRIOR_KINDS:
+            raise StoreCorruptError(f"FastGRNN prior_kind {self.config.prior_kind!r} is not one of {PRIOR_KINDS}")
         shapes = param_shapes(self.config)
         for name, shape in shapes.items():
             if name not in self.arrays or tuple(self.arrays[name].shape) != shape:
@@ -163,11 +186,10 @@ class FastGRNNParams:
         return ((self._zeta * (1.0 - z) + self._nu) * h_tilde + z * h).astype(np.float32)
 
     def heads(self, h: F32, x: F32 | None = None) -> F32:
-        """h (H,) → raw head outputs (n_out,); with a prior slice, plus ``prior_w`` @ x[slice]."""
+        """h (H,) → raw head outputs (n_out,); with a prior slice, plus ``prior_w`` @ its input."""
         out = self.arrays["head_w"] @ h + self.arrays["head_b"]
         if self.config.prior_width and x is not None:
-            a, b = self.config.prior_slice
-            out = out + self.arrays["prior_w"] @ x[a:b]
+            out = out + self.arrays["prior_w"] @ prior_input(self.config, x)
         return out
 
     def step(self, x: F32, h: F32 | None = None) -> tuple[RouterOutput, F32]:
@@ -205,8 +227,7 @@ class FastGRNNParams:
             h = ((self._zeta * (1.0 - z) + self._nu) * np.tanh(pre + a["b_h"]) + z * h).astype(np.float32)
             outs[:, t] = h @ a["head_w"].T + a["head_b"]  # (B, n_out)
         if self.config.prior_width:
-            lo, hi = self.config.prior_slice
-            outs += xs[..., lo:hi] @ a["prior_w"].T
+            outs += prior_input(self.config, xs) @ a["prior_w"].T
         return outs
 
     # ---- size ---------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 ``ruvllm router train`` and ``bench/router.py`` both call it, and both train with
 ``training.train_from_oracle``, so the benchmark measures what the command ships. Their training
-defaults differ: the command adds the per-type prior and 4-fold CV, the benchmark keeps the plain
+defaults differ: the command adds the per-type utility prior and 4-fold CV, the benchmark keeps the plain
 cell so its recorded commands reproduce (its report's header names the settings).
 
     cfg = PipelineConfig(labels="synthetic")          # or "real": every model × context, really run
     run = build_labels(cfg, work_dir)                  # <work_dir>/labelled_<labels>.jsonl + info
-    report = train_from_oracle(run.path, out_dir, TrainConfig(type_prior=True, cv_folds=4))
+    report = train_from_oracle(run.path, out_dir, TrainConfig(type_prior=True, utility_prior=0.05, cv_folds=4))
 
 Embedders: ``"sentence"`` is the packaged all-MiniLM-L6-v2 (what the orchestrator uses at serving
 time, so train on it); ``"hash"`` is a deterministic bag-of-words hashing embedder with no model,

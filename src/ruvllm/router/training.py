@@ -141,6 +141,8 @@ class FastGRNNTorch(nn.Module):
         for name in param_shapes(cfg):
             setattr(self, name, nn.Parameter(torch.from_numpy(init.arrays[name].copy())))
         self.masks: dict[str, torch.Tensor] = {}  # fixed sparse support (stage 3)
+        if cfg.prior_width and cfg.prior_kind == "table":
+            self.prior_w.requires_grad_(False)  # a table prior is set from the data and held fixed
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         """xs (B, T, D) → raw head outputs (B, T, n_out)."""
@@ -161,7 +163,11 @@ class FastGRNNTorch(nn.Module):
         out = hseq @ self.head_w.T + self.head_b  # (B, T, n_out)
         if self.cfg.prior_width:
             lo, hi = self.cfg.prior_slice
-            out = out + xs[..., lo:hi] @ self.prior_w.T
+            s = xs[..., lo:hi]
+            if self.cfg.prior_kind == "table":  # as fastgrnn.prior_input: the one-hot of the query's type
+                hot = F.one_hot(s.argmax(dim=-1), hi - lo).to(s.dtype)
+                s = hot * (s.amax(dim=-1, keepdim=True) > s.amin(dim=-1, keepdim=True)).to(s.dtype)
+            out = out + s @ self.prior_w.T
         return out
 
     def apply_masks(self) -> None:
@@ -217,6 +223,12 @@ class TrainConfig:
     # the heads also read the query-type slice directly (FastGRNNConfig.prior_slice): with strong
     # weight decay the router becomes a per-type table rather than a constant (128-d inputs only)
     type_prior: bool = False
+    # > 0 (implies type_prior): the prior is a fixed table, per query type the training rows' mean
+    # utility of each model (and of each context size, best model) relative to the type's best, over
+    # this temperature (utility units per logit); the cell learns what the type does not say. A
+    # strongly regularised router then makes ``baselines.QueryTypeRouter``'s choices, not the
+    # per-type majority of argmax labels the learnt prior drifts to. 0: the learnt linear prior.
+    utility_prior: float = 0.0
     # fill the features' historical-accuracy slice with each question's pattern history (router/
     # history.py): leave-one-out on the training rows, none for this share of them; the table is
     # saved beside the checkpoint and read at serving time
@@ -353,14 +365,40 @@ def _fit(model: FastGRNNTorch, batch: _Batch, tc: TrainConfig, epochs: int, lr: 
     return last
 
 
+def utility_table(data: RouterDataset, cfg: FastGRNNConfig, temperature: float) -> F32:
+    """(n_out, 6) the table prior: column t holds, for the training rows of query type t, each
+    model's mean utility at its best context size and each context size's at its best model, minus
+    the type's best, over ``temperature``; the sampling and confidence rows are 0. A type with no
+    training row gets the all-rows mean. Its argmax per column is ``QueryTypeRouter``'s table."""
+    assert data.utility is not None
+    U = data.utility.astype(np.float64)  # (N, M, C)
+    lo, hi = cfg.prior_slice
+    t = data.x[:, lo:hi].argmax(axis=1)
+    M, C = cfg.n_models, len(cfg.context_bins)
+    P = np.zeros((cfg.n_out, hi - lo), np.float32)
+    for g in range(hi - lo):
+        mean = U[t == g].mean(axis=0) if np.any(t == g) else U.mean(axis=0)  # (M, C)
+        per_model, per_ctx = mean.max(axis=1), mean.max(axis=0)
+        P[:M, g] = (per_model - per_model.max()) / temperature
+        P[M : M + C, g] = (per_ctx - per_ctx.max()) / temperature
+    return P
+
+
 def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
                 context_bins: Sequence[int] = CONTEXT_BINS) -> FastGRNNTorch:
     """Stage 1: the dense FastGRNN on ``data`` (normalised features); ``y_ctx`` indexes ``context_bins``."""
     torch.manual_seed(tc.seed)
-    prior = (Q_TYPE.start, Q_TYPE.stop) if tc.type_prior and data.x.shape[1] == DIM else (0, 0)
+    if tc.utility_prior < 0:
+        raise InvalidInputError(f"utility_prior is a temperature ≥ 0 (0 = off), got {tc.utility_prior}")
+    table = tc.utility_prior > 0 and data.utility is not None
+    prior = ((Q_TYPE.start, Q_TYPE.stop) if (tc.type_prior or table) and data.x.shape[1] == DIM else (0, 0))
     cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
-                         u_rank=tc.u_rank, context_bins=tuple(context_bins), prior_slice=prior)
+                         u_rank=tc.u_rank, context_bins=tuple(context_bins), prior_slice=prior,
+                         prior_kind="table" if table and prior != (0, 0) else "linear")
     model = FastGRNNTorch(cfg, seed=tc.seed)
+    if cfg.prior_kind == "table":
+        with torch.no_grad():
+            model.prior_w.copy_(torch.from_numpy(utility_table(data, cfg, tc.utility_prior)))
     _fit(model, _train_batch(data, tc, len(models)), tc, tc.epochs, tc.lr, tc.seed)
     return model
 
