@@ -87,6 +87,10 @@ def test_eval_and_info(trained: tuple[Path, str]) -> None:
     doc = json.loads(res.output)
     assert doc["int8"] is True and doc["sparsity"] >= 0.45 and doc["size_kb_int8"] < 10
     assert doc["models"] == ["gemma3-270m", "qwen2.5-coder-0.5b"]
+    prior = doc["type_prior"]  # the default: the fixed utility table, one choice per query type
+    assert prior["kind"] == "table" and set(prior["per_type"]) == {"definition", "signature", "howto", "explain",
+                                                                   "compare", "code"}
+    assert all(v["model"] in doc["models"] and v["context"] in doc["context_bins"] for v in prior["per_type"].values())
 
 
 def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], tmp_path: Path) -> None:

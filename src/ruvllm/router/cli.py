@@ -320,6 +320,23 @@ def eval_(
     out.print(t)
 
 
+def _prior_info(p: Any) -> dict[str, Any] | None:
+    """The query-type prior of a checkpoint: its kind and, for the fixed utility table, each type's
+    model and context size (the table's choice when the cell adds nothing)."""
+    if not p.config.prior_width:
+        return None
+    doc: dict[str, Any] = {"kind": p.config.prior_kind}
+    if p.config.prior_kind == "table":
+        from ruvllm.router.features import QUERY_TYPES
+
+        M, C = p.config.n_models, len(p.config.context_bins)
+        w = p.arrays["prior_w"]
+        doc["per_type"] = {t: {"model": p.config.models[int(w[:M, i].argmax())],
+                               "context": p.config.context_bins[int(w[M : M + C, i].argmax())]}
+                           for i, t in enumerate(QUERY_TYPES[: w.shape[1]])}
+    return doc
+
+
 @router_app.command()
 def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>, <stem>.npz or <stem>.json).")]
          ) -> None:
@@ -337,6 +354,7 @@ def info(model: Annotated[Path, typer.Argument(help="A router checkpoint (<stem>
         "size_kb_int8": round(p.size_bytes(8) / 1024, 3), "size_kb_fp32": round(p.size_bytes(32) / 1024, 3),
         "file_kb": round(stem.with_suffix(".npz").stat().st_size / 1024, 3),
         "label_source": p.meta.get("label_source", "unknown"), "n_train": p.meta.get("n_train"),
+        "type_prior": _prior_info(p),
         "pattern_history": None if history is None else {
             "file": str(PatternHistory.path_for(stem)), "patterns": len(history.wins),
             "learnt_in_use": {"file": str(PatternHistory.online_path_for(stem)), "patterns": len(history.online),
