@@ -189,7 +189,14 @@ class FastGRNNParams:
         """h (H,) → raw head outputs (n_out,); with a prior slice, plus ``prior_w`` @ its input."""
         out = self.arrays["head_w"] @ h + self.arrays["head_b"]
         if self.config.prior_width and x is not None:
-            out = out + self.arrays["prior_w"] @ prior_input(self.config, x)
+            if self.config.prior_kind == "table":  # prior_input's one-hot, as a column lookup (one query)
+                lo, hi = self.config.prior_slice
+                s = x[lo:hi]
+                t = int(s.argmax())
+                if s[t] > s.min():
+                    out = out + self.arrays["prior_w"][:, t]
+            else:
+                out = out + self.arrays["prior_w"] @ prior_input(self.config, x)
         return out
 
     def step(self, x: F32, h: F32 | None = None) -> tuple[RouterOutput, F32]:
