@@ -800,19 +800,30 @@ def pattern_lookup(train_recs: list[Any], recs: list[Any]) -> tuple[np.ndarray, 
     return m, c, ok
 
 
-def paraphrase_agreement(recs: list[Any]) -> dict[str, float]:
+def cheapest_near_best(r: Any, delta: float) -> int:
+    """The smallest model (models are listed small → large) whose best utility over context sizes is
+    within ``delta`` of the record's best: the oracle label with near ties broken towards cost."""
+    per_model = np.asarray(r.utility, np.float64).max(axis=1)  # (M,)
+    return int(np.flatnonzero(per_model >= per_model.max() - delta)[0])
+
+
+def paraphrase_agreement(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str, float]:
     """How often two labelled questions of the same pattern (symbol + type, any split) get the same
-    oracle model: the labels' own repeatability across phrasings."""
-    by: dict[tuple[str, str], list[int]] = {}
+    oracle model: the labels' own repeatability across phrasings; also with near ties (within
+    ``delta``) broken towards the smaller model, to tell tie noise from answers that really differ."""
+    by: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for r in recs:
-        by.setdefault(_pattern(r), []).append(int(r.best_model))
-    same = pairs = 0
+        by.setdefault(_pattern(r), []).append((int(r.best_model), cheapest_near_best(r, delta)))
+    same = same_tied = pairs = 0
     for labels in by.values():
         for i in range(len(labels)):
             for j in range(i + 1, len(labels)):
                 pairs += 1
-                same += labels[i] == labels[j]
-    return {"pairs": pairs, "same_model": same / pairs if pairs else float("nan")}
+                same += labels[i][0] == labels[j][0]
+                same_tied += labels[i][1] == labels[j][1]
+    nan = float("nan")
+    return {"pairs": pairs, "same_model": same / pairs if pairs else nan, "delta": delta,
+            "same_model_ties_to_cheaper": same_tied / pairs if pairs else nan}
 
 
 def near_ties(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str, float]:
@@ -846,7 +857,11 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
     agree = doc.get("paraphrase_agreement")
     if agree and agree["pairs"]:
         lines += [f"Label repeatability: two questions of the same pattern (symbol + type, any split) have the same "
-                  f"oracle model in **{agree['same_model']:.1%}** of {agree['pairs']} pairs. The labels differ "
+                  f"oracle model in **{agree['same_model']:.1%}** of {agree['pairs']} pairs"
+                  + (f" ({agree['same_model_ties_to_cheaper']:.1%} when a model within {agree['delta']} utility of "
+                     "the best counts as the best, the smallest such one, so near ties are not what differs)"
+                     if "same_model_ties_to_cheaper" in agree else "")
+                  + ". The labels differ "
                   "across phrasings of one request, so no router that sees only the question can match them all; "
                   f"the row \"{PATTERN_LOOKUP}\" shows what knowing each pattern's training outcomes buys on "
                   "the seen split (an estimate of that ceiling, not a bound).", ""]

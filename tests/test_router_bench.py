@@ -35,11 +35,18 @@ def test_pattern_lookup_takes_the_best_mean_utility_of_the_training_paraphrases(
 
 
 def test_paraphrase_agreement_counts_pairs_within_a_pattern() -> None:
-    recs = [rec("a.f:code:0", "code", 1, []), rec("a.f:code:1", "code", 1, []), rec("a.f:code:2", "code", 2, []),
-            rec("a.g:code:0", "code", 0, [])]
-    got = paraphrase_agreement(recs)
+    u = {0: [[0.9, 0.0], [0.1, 0.0], [0.1, 0.0]], 1: [[0.5, 0.0], [0.6, 0.0], [0.1, 0.0]],
+         2: [[0.1, 0.0], [0.1, 0.0], [0.9, 0.0]]}
+    # a.f:code:1's model 1 wins by 0.005 over model 0 (a near tie); a.f:code:2's model 2 by 0.5
+    near = [[0.595, 0.0], [0.6, 0.1], [0.1, 0.0]]
+    recs = [rec("a.f:code:0", "code", 1, u[1]), rec("a.f:code:1", "code", 1, near), rec("a.f:code:2", "code", 2, u[2]),
+            rec("a.g:code:0", "code", 0, u[0])]
+    got = paraphrase_agreement(recs, delta=0.02)
     assert got["pairs"] == 3  # a.f has three questions, a.g one
     assert np.isclose(got["same_model"], 1 / 3)
+    # near ties go to the smaller model: a.f:code:1 becomes model 0, a.f:code:0 stays 1 (0.1 ahead)
+    assert np.isclose(got["same_model_ties_to_cheaper"], 0.0)
+    assert np.isclose(paraphrase_agreement(recs, delta=0.2)["same_model_ties_to_cheaper"], 1 / 3)  # both 0
     assert np.isnan(paraphrase_agreement(recs[3:])["same_model"])
 
 
