@@ -353,5 +353,8 @@ def test_the_utility_prior_is_the_query_type_table_and_training_holds_it() -> No
     assert agree > 0.75 and learnt_agree < 0.3, (agree, learnt_agree)  # the cell still moves a few rows
     r_learnt, r_table = evaluate(learnt, test)["utility_regret"], evaluate(table, test)["utility_regret"]
     assert r_table < r_learnt - 0.02, (r_learnt, r_table)  # ≈ 0.0085 against 0.045
-    with pytest.raises(InvalidInputError):
-        train_dense(train, ["small", "large"], replace(FAST, utility_prior=-1.0))
+    for bad, cfg in ((train, replace(FAST, utility_prior=-1.0)),  # not a temperature
+                     (replace(train, utility=None), replace(FAST, utility_prior=0.05)),  # no utilities to average
+                     (replace(train, x=train.x[:, :16]), replace(FAST, utility_prior=0.05))):  # no type slice
+        with pytest.raises(InvalidInputError):
+            train_dense(bad, ["small", "large"], cfg)

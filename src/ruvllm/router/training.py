@@ -37,7 +37,14 @@ from torch import nn
 
 from ruvllm.errors import InvalidInputError
 from ruvllm.router.base import CONTEXT_BINS
-from ruvllm.router.fastgrnn import SPARSE_PARAMS, FastGRNNConfig, FastGRNNParams, param_shapes, quantized
+from ruvllm.router.fastgrnn import (
+    SPARSE_PARAMS,
+    FastGRNNConfig,
+    FastGRNNParams,
+    param_shapes,
+    prior_input,
+    quantized,
+)
 from ruvllm.router.features import DIM, Q_TYPE, SLICES, Normalizer
 from ruvllm.router.history import PatternHistory, with_history
 
@@ -372,12 +379,11 @@ def utility_table(data: RouterDataset, cfg: FastGRNNConfig, temperature: float) 
     training row gets the all-rows mean. Its argmax per column is ``QueryTypeRouter``'s table."""
     assert data.utility is not None
     U = data.utility.astype(np.float64)  # (N, M, C)
-    lo, hi = cfg.prior_slice
-    t = data.x[:, lo:hi].argmax(axis=1)
+    hot = prior_input(cfg, data.x).astype(bool)  # (N, 6): each row's type as the heads read it
     M, C = cfg.n_models, len(cfg.context_bins)
-    P = np.zeros((cfg.n_out, hi - lo), np.float32)
-    for g in range(hi - lo):
-        mean = U[t == g].mean(axis=0) if np.any(t == g) else U.mean(axis=0)  # (M, C)
+    P = np.zeros((cfg.n_out, cfg.prior_width), np.float32)
+    for g in range(cfg.prior_width):
+        mean = U[hot[:, g]].mean(axis=0) if hot[:, g].any() else U.mean(axis=0)  # (M, C)
         per_model, per_ctx = mean.max(axis=1), mean.max(axis=0)
         P[:M, g] = (per_model - per_model.max()) / temperature
         P[M : M + C, g] = (per_ctx - per_ctx.max()) / temperature
@@ -390,11 +396,14 @@ def train_dense(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
     torch.manual_seed(tc.seed)
     if tc.utility_prior < 0:
         raise InvalidInputError(f"utility_prior is a temperature ≥ 0 (0 = off), got {tc.utility_prior}")
-    table = tc.utility_prior > 0 and data.utility is not None
-    prior = ((Q_TYPE.start, Q_TYPE.stop) if (tc.type_prior or table) and data.x.shape[1] == DIM else (0, 0))
+    table = tc.utility_prior > 0
+    if table and (data.utility is None or data.x.shape[1] != DIM):
+        raise InvalidInputError("utility_prior needs the oracle's utilities and the 128-d layout's query-type "
+                                "slice (train with utility_prior = 0 otherwise)")
+    prior = (Q_TYPE.start, Q_TYPE.stop) if (tc.type_prior or table) and data.x.shape[1] == DIM else (0, 0)
     cfg = FastGRNNConfig(models=list(models), input_dim=data.x.shape[1], hidden=tc.hidden, w_rank=tc.w_rank,
                          u_rank=tc.u_rank, context_bins=tuple(context_bins), prior_slice=prior,
-                         prior_kind="table" if table and prior != (0, 0) else "linear")
+                         prior_kind="table" if table else "linear")
     model = FastGRNNTorch(cfg, seed=tc.seed)
     if cfg.prior_kind == "table":
         with torch.no_grad():
