@@ -145,3 +145,18 @@ def test_the_benchs_shadow_label_is_the_orchestrators_exact_check_only() -> None
     no_sig = {asks[2]: [[["json.dumps serializes an object."]], [[doc]]]}
     assert check_label(rec(asks[2], [recital, sig]), 0, 0, no_sig) is None  # the served docs write no signature
     assert check_label(rec(asks[2], [recital, sig]), 0, 1, no_sig) == 1
+
+
+def test_the_forward_baseline_is_the_same_router_without_its_type_prior() -> None:
+    from bench.router import without_prior
+
+    from ruvllm.router.fastgrnn import FastGRNNConfig, FastGRNNParams
+
+    params = FastGRNNParams.init(FastGRNNConfig(models=["a", "b"], prior_slice=(26, 32), prior_kind="table"), seed=1)
+    params.arrays["prior_w"][:] = np.arange(params.arrays["prior_w"].size).reshape(params.arrays["prior_w"].shape)
+    plain = without_prior(params)
+    assert "prior_w" not in plain.arrays and plain.config.prior_slice == (0, 0)
+    x = np.zeros(128, np.float32)
+    x[28] = 1.0  # type 2
+    h = params.cell(x, params.hidden0())
+    assert np.allclose(params.heads(h, x) - plain.heads(h, x), params.arrays["prior_w"][:, 2])
