@@ -626,7 +626,8 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
     for seed in seeds:
         d = work / "seeds" / f"seed_{seed}"
         rep = train_from_oracle(labelled, d, replace(base, seed=seed))
-        chosen.append({k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")})
+        chosen.append({**{k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")},
+                       **({"cv_utility_regret": min(r["cv_utility_regret"] for r in rep.cv)} if rep.cv else {})})
         for split in per_seed:
             per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
@@ -662,7 +663,10 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
              "Same labels and split; mean ± sd (min … max)."
              + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV: "
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
-                + "." if sp.get("cv_folds") else "")
+                + "." + (f" Their CV utility regret on the training split (the choice's own figure, no test data): "
+                         f"mean {np.mean([c['cv_utility_regret'] for c in sp['chosen']]):.4f}."
+                         if all("cv_utility_regret" in c for c in sp["chosen"]) else "")
+                if sp.get("cv_folds") else "")
              + (f" Feature dropout {sp['feature_dropout']:g}." if sp.get("feature_dropout") else "")
              + (f" With the per-type utility table as a fixed prior (τ = {sp['utility_prior']:g})."
                 if sp.get("utility_prior") else " With the per-type prior." if sp.get("type_prior") else "")
