@@ -22,11 +22,16 @@ def _train_router(data_dir: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def _routed(data_dir: Path, embedder: Any, **overrides: Any) -> RuvLLM:
+    """A ``RuvLLM`` on ``data_dir`` that routes with its trained FastGRNN and learns online."""
+    cfg = Config.load(data_dir=str(data_dir), **{"router.kind": "fastgrnn", "learning.enabled": True, **overrides})
+    return RuvLLM(cfg, embedder=embedder)
+
+
 def test_answers_become_experiences_and_reach_the_router(tmp_path: Path, embedder: Any) -> None:
     d = tmp_path / "data"
     _train_router(d, "--limit", "60", "--epochs", "5")
-    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True})
-    rv = RuvLLM(cfg, embedder=embedder)
+    rv = _routed(d, embedder)
     try:
         rv.ingest_stdlib(["json"])
         answers = [rv.query(q, max_tokens=16) for q in ("What does json.dumps do?", "What does json.loads do?")]
@@ -61,9 +66,7 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
     ``RouterOnline.feedback``: the published router gives that model less probability on that query."""
     d = tmp_path / "data"
     _train_router(d, "--limit", "40", "--epochs", "3")
-    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
-                                          "router.confidence_threshold": 0.0})
-    rv = RuvLLM(cfg, embedder=embedder)
+    rv = _routed(d, embedder, **{"router.confidence_threshold": 0.0})
     try:
         rv.ingest_stdlib(["json"])
         a = rv.query("What does json.dumps do?", max_tokens=8, writeback=False)
@@ -99,9 +102,7 @@ def test_shadow_labels_train_the_router_and_grow_its_history(tmp_path: Path, emb
     question = "Show a code snippet calling json.dumps."
     key = pattern_key(question, "json.dumps")
     cap = int(before.count(question, "json.dumps")) + 1  # room for exactly one more label
-    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
-                                          "router.shadow": 1.0, "router.shadow_per_pattern": cap})
-    rv = RuvLLM(cfg, embedder=embedder)
+    rv = _routed(d, embedder, **{"router.shadow": 1.0, "router.shadow_per_pattern": cap})
     try:
         rv.ingest_stdlib(["json"])
         a = rv.query(question, max_tokens=12, writeback=False)
@@ -156,9 +157,7 @@ def test_a_signature_question_is_shadow_labelled_by_its_signature_check(tmp_path
     has the other installed model answer it too, scored by the same check."""
     d = tmp_path / "data"
     _train_router(d, "--limit", "60", "--epochs", "3", "--cv-folds", "0")
-    cfg = Config.load(data_dir=str(d), **{"router.kind": "fastgrnn", "learning.enabled": True,
-                                          "router.shadow": 1.0})
-    rv = RuvLLM(cfg, embedder=embedder)
+    rv = _routed(d, embedder, **{"router.shadow": 1.0})
     try:
         rv.ingest_stdlib(["json"])
         a = rv.query("What arguments does json.dumps take?", max_tokens=32, writeback=False)
