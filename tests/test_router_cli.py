@@ -160,6 +160,24 @@ def test_limit_keeps_a_training_paraphrase_of_every_seen_question(limit: int, se
     assert [i.id for i in items] == [i.id for i in select_items(PipelineConfig(limit=limit, seed=seed))]
 
 
+def test_all_wordings_adds_every_training_wording_of_the_seen_patterns_and_nothing_else() -> None:
+    """--all-wordings: the limited set, plus each training wording of every seen pattern it holds."""
+    base = select_items(PipelineConfig(limit=150))
+    more = select_items(PipelineConfig(limit=150, all_wordings=True))
+    every = select_items(PipelineConfig())
+    seen = {(i.symbol, i.query_type) for i in base if i.split == "test_seen"}
+    added = {i.id for i in more} - {i.id for i in base}
+    assert {i.id for i in base} <= {i.id for i in more} and added
+    assert added == {i.id for i in every if i.split == "train" and (i.symbol, i.query_type) in seen
+                     and i.id not in {b.id for b in base}}
+    by_pattern: dict[tuple[str, str], int] = {}
+    for i in every:
+        if i.split == "train":
+            by_pattern[(i.symbol, i.query_type)] = by_pattern.get((i.symbol, i.query_type), 0) + 1
+    train_more = [(i.symbol, i.query_type) for i in more if i.split == "train"]
+    assert all(train_more.count(p) == by_pattern[p] for p in seen)  # every wording, once
+
+
 def test_train_with_cv_records_the_chosen_point(trained: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = trained
     runner = CliRunner()

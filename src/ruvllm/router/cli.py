@@ -104,6 +104,8 @@ def train(
     = 0.3,
     resume: Annotated[bool, typer.Option(help="Real labels: keep the records of a stopped run "
                                               "(<out>/labelled_real.partial.jsonl) and label the rest.")] = False,
+    all_wordings: Annotated[bool, typer.Option(help="Also label every training wording of each seen pattern in "
+                                                    "the set, not only the one that covers it.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data dir for the default --out.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A TOML config (models, paths) for real labels.")]
     = None,
@@ -135,7 +137,7 @@ def train(
     if labelled is None:
         cfg = pipeline.PipelineConfig(labels=labels, embedder=embedder, per_module=per_module, limit=limit,
                                       lam=lam, mu=mu, max_tokens=max_tokens, max_tokens_code=max_tokens_code,
-                                      seed=seed, resume=resume)
+                                      seed=seed, resume=resume, all_wordings=all_wordings)
         if modules:
             cfg.modules = _csv(modules)
         if context_bins:

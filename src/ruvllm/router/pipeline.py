@@ -75,6 +75,7 @@ class PipelineConfig:
     k: int = 8  # retrieved docs per question
     seed: int = 0
     resume: bool = False  # real labels: keep the matching records of a stopped run's partial file
+    all_wordings: bool = False  # also every training wording of each seen pattern in the set
 
 
 @dataclass
@@ -123,13 +124,22 @@ def select_items(cfg: PipelineConfig) -> list[QAItem]:
     the set. Sessions are picked whole: the held-out ones first (their share of the sessions), then
     each seen session together with the training sessions that cover its patterns (greedy, most
     patterns first), as long as they fit the budget and the seen share; the rest of the budget is
-    random training sessions. ``--limit`` stays "about this many questions"."""
-    items = stdlib_qa(cfg.modules, per_module=cfg.per_module, seed=cfg.seed)
+    random training sessions. ``--limit`` stays "about this many questions".
+
+    ``all_wordings`` then adds every training wording of each seen pattern the set holds (as
+    questions of their own sessions, which the set may hold only in part), so each seen question
+    has all the training wordings of its pattern, not only the one that covers it."""
+    every = stdlib_qa(cfg.modules, per_module=cfg.per_module, seed=cfg.seed)
+    items = every
     if cfg.split_filter:
         items = [it for it in items if it.split in cfg.split_filter]
     if cfg.limit and cfg.limit < len(items):
         keep = _limited_sessions(items, cfg.limit, cfg.seed)
         items = [it for it in items if it.session in keep]
+    if cfg.all_wordings:
+        seen = {(it.symbol, it.query_type) for it in items if it.split == "test_seen"}
+        have = {it.id for it in items}
+        items = [it for it in every if it.id in have or (it.split == "train" and (it.symbol, it.query_type) in seen)]
     if not items:
         raise InvalidInputError("the question set is empty; check --modules / --limit")
     return items
