@@ -18,6 +18,7 @@ in every output: synthetic labels are never presented as real.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -846,6 +847,61 @@ def paraphrase_agreement(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str
             "same_model_ties_to_cheaper": same_tied / pairs if pairs else nan}
 
 
+def pattern_ceiling(recs: list[Any]) -> dict[str, dict[str, float]]:
+    """In-sample, per number k ≥ 2 of labelled wordings of a pattern (symbol + type, any split): the share
+    of those wordings whose oracle model is the pattern's commonest. No router that gives every wording
+    of a pattern the same model can score more on them. Beside it, the same share expected if each
+    wording's label were drawn independently from the pooled label shares (with k = 2 it is ≥ 50%
+    whatever the labels, so compare the two, not the share with 100%)."""
+    by: dict[tuple[str, str], list[int]] = {}
+    for r in recs:
+        by.setdefault(_pattern(r), []).append(int(r.best_model))
+    if not recs:
+        return {}
+    n_models = len(recs[0].utility)  # utility is (models, context sizes)
+    p = np.bincount([int(r.best_model) for r in recs], minlength=n_models) / len(recs)
+    out = {}
+    for k in sorted({len(v) for v in by.values() if len(v) >= 2}):
+        groups = [v for v in by.values() if len(v) == k]
+        modal = sum(max(np.bincount(v, minlength=n_models)) for v in groups)
+        chance = sum(float(np.prod(p[list(combo)])) * max(np.bincount(combo, minlength=n_models))
+                     for combo in itertools.product(range(n_models), repeat=k)) / k
+        out[str(k)] = {"patterns": len(groups), "share": float(modal / (k * len(groups))), "if_independent": chance}
+    return out
+
+
+def lookup_by_wordings(train_recs: list[Any], recs: list[Any]) -> dict[str, dict[str, float]]:
+    """Does a second training wording make a pattern's outcomes predict a new wording better? For the
+    questions of ``recs`` whose pattern has exactly two training wordings: the pattern lookup's model
+    accuracy and utility regret from both (their mean utility) and from each one alone (the mean of
+    the two lookups); and, for reference, the questions whose pattern has one training wording."""
+    U: dict[tuple[str, str], list[np.ndarray]] = {}
+    for r in train_recs:
+        U.setdefault(_pattern(r), []).append(np.asarray(r.utility, np.float64))
+
+    def score(u: np.ndarray, table: np.ndarray, best_model: int) -> tuple[float, float]:
+        m, c = np.unravel_index(int(table.argmax()), table.shape)
+        return float(m == best_model), float(u.max() - u[m, c])
+
+    one, both, single = [], [], []
+    for r in recs:
+        us, u = U.get(_pattern(r), []), np.asarray(r.utility, np.float64)
+        if len(us) == 1:
+            one.append(score(u, us[0], int(r.best_model)))
+        elif len(us) == 2:
+            both.append(score(u, (us[0] + us[1]) / 2, int(r.best_model)))
+            single.append(tuple(np.mean([score(u, x, int(r.best_model)) for x in us], axis=0)))
+    nan = float("nan")
+
+    def summary(rows: list[tuple[float, float]]) -> dict[str, float]:
+        a = np.asarray(rows, np.float64).reshape(-1, 2)
+        return {"n": len(rows), "model_accuracy": float(a[:, 0].mean()) if len(rows) else nan,
+                "utility_regret": float(a[:, 1].mean()) if len(rows) else nan}
+
+    return {"two_wordings_both": summary(both), "two_wordings_each_alone": summary(single),
+            "one_wording": summary(one)}
+
+
 def near_ties(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str, float]:
     """Share of questions where another model's best decision is within ``delta`` utility of the
     oracle's: where "the oracle's model" is decided by less than the measurement can tell apart."""
@@ -885,6 +941,22 @@ def quality_markdown(doc: dict[str, Any]) -> list[str]:
                   "across phrasings of one request, so no router that sees only the question can match them all; "
                   f"the row \"{PATTERN_LOOKUP}\" shows what knowing each pattern's training outcomes buys on "
                   "the seen split (an estimate of that ceiling, not a bound).", ""]
+    ceiling = doc.get("pattern_ceiling")
+    if ceiling:
+        lines += ["Pattern ceiling (in-sample): among a pattern's k labelled wordings, the share whose oracle model is "
+                  "the pattern's commonest, the most a router that routes a pattern's wordings alike can score on "
+                  "them; beside it, that share if each wording's label were drawn independently from the pooled "
+                  "shares: " + "; ".join(f"k = {k}: **{c['share']:.1%}** over {c['patterns']} patterns "
+                                         f"(independent: {c['if_independent']:.1%})" for k, c in ceiling.items())
+                  + ".", ""]
+    lw = doc.get("lookup_by_wordings")
+    if lw and lw["two_wordings_both"]["n"]:
+        b, e, o = lw["two_wordings_both"], lw["two_wordings_each_alone"], lw["one_wording"]
+        lines += [f"Pattern lookup by training wordings (seen questions): with two training wordings (n = {b['n']}) "
+                  f"it agrees with the oracle on **{b['model_accuracy']:.1%}** (utility regret "
+                  f"{b['utility_regret']:.4f}) from both, {e['model_accuracy']:.1%} ({e['utility_regret']:.4f}) "
+                  f"from either one alone; with one training wording (n = {o['n']}): "
+                  f"{o['model_accuracy']:.1%} ({o['utility_regret']:.4f}).", ""]
     ties = doc.get("near_ties")
     if ties:
         lines += [f"Near ties: in **{ties['share']:.1%}** of the questions another model comes within "
@@ -1136,6 +1208,9 @@ def main(argv: list[str] | None = None) -> int:
         f"numpy {np.__version__}",
         "labels": info, "label_note": note, "train_report": report.to_dict(), **ev, **cost_doc,
         "seen_coverage": seen_coverage(recs), "paraphrase_agreement": paraphrase_agreement(recs),
+        "pattern_ceiling": pattern_ceiling(recs),
+        "lookup_by_wordings": lookup_by_wordings([r for r in recs if r.split == "train"],
+                                                 [r for r in recs if r.split == "test_seen"]),
         "near_ties": near_ties(recs),
     }
     (args.out / "router_bench.json").write_text(json.dumps(doc, indent=1, default=_default) + "\n")

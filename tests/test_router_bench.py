@@ -7,7 +7,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from bench.router import NEAR_DELTA, metrics, near_ties, paraphrase_agreement, pattern_lookup, replay_safety
+from bench.router import (
+    NEAR_DELTA,
+    lookup_by_wordings,
+    metrics,
+    near_ties,
+    paraphrase_agreement,
+    pattern_ceiling,
+    pattern_lookup,
+    replay_safety,
+)
 
 from ruvllm.config import RouterConfig
 from ruvllm.router.cascade import CascadePolicy
@@ -48,6 +57,38 @@ def test_paraphrase_agreement_counts_pairs_within_a_pattern() -> None:
     assert np.isclose(got["same_model_ties_to_cheaper"], 0.0)
     assert np.isclose(paraphrase_agreement(recs, delta=0.2)["same_model_ties_to_cheaper"], 1 / 3)  # both 0
     assert np.isnan(paraphrase_agreement(recs[3:])["same_model"])
+
+
+def test_pattern_ceiling_is_the_modal_share_per_pattern_beside_independent_labels() -> None:
+    u = [[0.0, 0.0], [0.0, 0.0]]  # two models; only the labels matter here
+    recs = [rec("a.f:code:0", "code", 0, u), rec("a.f:code:1", "code", 0, u), rec("a.f:code:2", "code", 1, u),
+            rec("a.g:code:0", "code", 1, u), rec("a.g:code:1", "code", 1, u), rec("a.g:code:2", "code", 1, u),
+            rec("a.h:howto:0", "howto", 0, u), rec("a.h:howto:1", "howto", 1, u), rec("a.i:howto:0", "howto", 1, u)]
+    got = pattern_ceiling(recs)
+    assert set(got) == {"2", "3"}  # a.i has one wording: no pattern ceiling to speak of
+    assert got["3"]["patterns"] == 2 and np.isclose(got["3"]["share"], (2 + 3) / 6)
+    assert got["2"]["patterns"] == 1 and np.isclose(got["2"]["share"], 1 / 2)
+    # pooled shares: 3 of 9 model 0. Independent k = 2: modal share 1 when both agree, else 1/2
+    p0 = 3 / 9
+    agree = p0**2 + (1 - p0) ** 2
+    assert np.isclose(got["2"]["if_independent"], agree + (1 - agree) / 2)
+    assert pattern_ceiling([]) == {}
+
+
+def test_lookup_by_wordings_compares_both_training_wordings_with_each_alone() -> None:
+    # pattern a.f: wording 0 says model 0 (by a hair), wording 1 says model 1 by a lot; their mean says model 1
+    train = [rec("a.f:code:0", "code", 0, [[0.52, 0.0], [0.5, 0.0]]),
+             rec("a.f:code:1", "code", 1, [[0.1, 0.0], [0.9, 0.0]]),
+             rec("a.g:code:0", "code", 0, [[0.9, 0.0], [0.1, 0.0]])]
+    seen = [rec("a.f:code:2", "code", 1, [[0.3, 0.0], [0.8, 0.0]], "test_seen"),
+            rec("a.g:code:1", "code", 1, [[0.2, 0.0], [0.7, 0.0]], "test_seen")]
+    got = lookup_by_wordings(train, seen)
+    assert got["two_wordings_both"] == {"n": 1, "model_accuracy": 1.0, "utility_regret": 0.0}
+    # alone: wording 0 picks model 0 (wrong, regret 0.5), wording 1 picks model 1 (right)
+    assert got["two_wordings_each_alone"]["model_accuracy"] == 0.5
+    assert np.isclose(got["two_wordings_each_alone"]["utility_regret"], 0.25)
+    assert got["one_wording"]["n"] == 1 and got["one_wording"]["model_accuracy"] == 0.0
+    assert np.isclose(got["one_wording"]["utility_regret"], 0.5)
 
 
 def test_near_ties_compare_each_models_best_decision() -> None:
