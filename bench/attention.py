@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if qu.gold < 0:
                 r[f"rank_{name}"] = 10**6
                 continue
-            s = eng.scores(qu.q, qu.cands)
-            r[f"rank_{name}"] = int((s > s[qu.gold]).sum())
+            sc = eng.scores(qu.q, qu.cands)
+            r[f"rank_{name}"] = int((sc > sc[qu.gold]).sum())
     summary: dict[str, dict[str, float]] = {}
     rankers = ("topk", "hop", "attn", "attn_fit")
     for t in ("all", "name", "describe", "bare", "detail"):

@@ -40,8 +40,8 @@ def run(data_dir: Path, cache_mb: int, model: str, rounds: int, max_tokens: int)
     from ruvllm.config import Config
     from ruvllm.orchestrator import RuvLLM
 
-    rv = RuvLLM(Config.load(env=False, data_dir=str(data_dir),
-                            **{"llm.prefix_cache_mb": cache_mb, "llm.n_threads": 1}))
+    overrides: dict[str, Any] = {"llm.prefix_cache_mb": cache_mb, "llm.n_threads": 1}
+    rv = RuvLLM(Config.load(env=False, data_dir=str(data_dir), **overrides))
     first: dict[str, str] = {}
     differ: list[str] = []
     t0 = time.perf_counter()
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with RuvLLM(Config.load(env=False, data_dir=str(data))) as rv:
             rv.ingest_stdlib(["json", "textwrap", "shutil"])
         arms = [run(data, mb, args.model, args.rounds, args.max_tokens) for mb in (args.cache_mb, 0)]
-    doc = {"command": "python -m bench.determinism " + " ".join(argv or []),
-           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "machine": f"{platform.machine()} {os.cpu_count()} cores", "args": vars(args), "arms": arms}
+    doc: dict[str, Any] = {"command": "python -m bench.determinism " + " ".join(argv or []),
+                           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           "machine": f"{platform.machine()} {os.cpu_count()} cores", "args": vars(args),
+                           "arms": arms}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "determinism.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -95,8 +95,10 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
             prompt = _prompt(raw, body, n, r)
             a = _stream_timing(ours.stream_complete(prompt, params))
             b = _stream_timing(_raw_chunks(raw, prompt, max_tokens))
-            rows["ttft"].append(a[0]), rows["tps"].append(a[1])
-            rows["ttft_raw"].append(b[0]), rows["tps_raw"].append(b[1])
+            rows["ttft"].append(a[0])
+            rows["tps"].append(a[1])
+            rows["ttft_raw"].append(b[0])
+            rows["tps_raw"].append(b[1])
         med = {k: statistics.median(v) for k, v in rows.items()}
         out[f"p{n}"] = {
             "prompt_tokens": len(raw.tokenize(_prompt(raw, body, n, 0).encode())),

@@ -33,13 +33,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("ruvllm", "hnswlib", "faiss-hnsw", "faiss-hnsw-sq8", "usearch", "ruvector", "numpy")
 WARMUP = 20
+_R_co = TypeVar("_R_co", covariant=True)
+
+
+class QueryFn(Protocol[_R_co]):
+    """``fn(q)`` for one query vector. A Protocol rather than ``Callable[[np.ndarray], R]``: mypy cannot
+    infer a ``lambda q, k=k: ...`` (a loop value bound as a default) against a Callable context."""
+
+    def __call__(self, q: np.ndarray, /) -> _R_co: ...
 
 
 # ----------------------------------------------------------------------------------------
@@ -91,7 +99,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-def latencies(fn: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[list[float], list[Any]]:
+def latencies(fn: QueryFn[Any], queries: np.ndarray) -> tuple[list[float], list[Any]]:
     for q in queries[:WARMUP]:
         fn(q)
     times, results = [], []
@@ -128,7 +136,7 @@ def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     threads = os.cpu_count() or 1
     out: dict[str, Any] = {"engine": engine}
     rss0 = rss_mb()
-    search: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+    search: dict[int, QueryFn[np.ndarray]] = {}
 
     if engine == "numpy":
         out["build_s"] = 0.0
@@ -159,10 +167,13 @@ def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     elif engine in ("faiss-hnsw", "faiss-hnsw-sq8"):
         import faiss
 
+        fidx: faiss.IndexHNSW
         if engine == "faiss-hnsw":
             fidx = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
         else:
-            fidx = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT)
+            # faiss's stub types arg 2 as a ScalarQuantizer; the C++ constructor takes a QuantizerType (an int)
+            fidx = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]
+                                     m, faiss.METRIC_INNER_PRODUCT)
         fidx.hnsw.efConstruction = efc
         faiss.omp_set_num_threads(threads)
         t0 = time.perf_counter()
@@ -190,7 +201,7 @@ def run_engine(engine: str, work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         out["version"] = f"usearch {usearch.__version__}"
 
     elif engine == "ruvector":
-        import ruvector
+        import ruvector  # optional, often not installed
 
         ridx = ruvector.HnswIndex.create(dim, metric="cosine", m=m, ef_construction=efc, ef_search=efs)
         keys = [str(i) for i in range(n)]
@@ -306,7 +317,7 @@ def ruvllm_build(base: np.ndarray, work: Path, cfg: dict[str, Any]) -> dict[str,
 
 
 def ruvllm_serve(queries: np.ndarray, work: Path, cfg: dict[str, Any],
-                 search: dict[int, Callable[[np.ndarray], np.ndarray]]) -> dict[str, Any]:
+                 search: dict[int, QueryFn[np.ndarray]]) -> dict[str, Any]:
     """Phase 2 (own process, as a server starts): open the saved memory, then search and expand."""
     from ruvllm.config import HnswParams
     from ruvllm.memory import Memory, NodeCache, QueryCache

@@ -359,7 +359,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 # row name → the RouterConfig fields the orchestrator would run the compressed router with
-SAFETY = {
+SAFETY: dict[str, dict[str, Any]] = {
     "FastGRNN compressed + fallback (default config)": {},
     "FastGRNN compressed + fallback + cascade": {"cascade": True},
     "FastGRNN compressed + cascade only": {"cascade": True, "confidence_threshold": 0.0},

@@ -86,7 +86,7 @@ def check_label(r: Any, c: int, served: int, contexts: dict[str, Any], *, exact_
                            for i in range(len(r.models))])
 
 
-def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict[str, float]]:
+def judge_agreement(recs: list[Any], contexts: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Per question type, over every record and context bin: how often the label made from each
     model's answer scored by grounding alone, and by ``cascade.check_quality`` (against the first
     model's prompt docs), is the oracle's best model at that context bin (gold-checked Q). Chance is
