@@ -313,3 +313,36 @@ def test_relabel_file_and_cli_report_the_distribution(tmp_path: Path) -> None:
     back = load_labelled(out_dir / "labelled_real.jsonl")
     assert [r.best_model for r in back] == [1, 1, 0]
     assert json.loads((src_dir / "labels_info.json").read_text()).get("quality_measure") is None  # source kept
+
+
+def test_relabel_reuses_the_quality_of_unchanged_records_and_measures_the_rest(tmp_path: Path) -> None:
+    """--reuse: a grown labelled set is measured only where it is new. A record whose answers changed is
+    measured again; a reuse file measured another way is refused."""
+    src_dir, first, second = tmp_path / "src", tmp_path / "first", tmp_path / "second"
+    code = _record("base64.b32encode:code:1", "code", [[RECITAL, RECITAL], [GOOD, GOOD]])
+    howto = _record("base64.b32encode:howto:0", "howto",
+                    [["Use base64.b32decode.", "x"], ["Use `base64.b32encode`.", "x"]])
+    save_labelled([code, howto], src_dir / "labelled_real.jsonl")
+    relabel_file(src_dir / "labelled_real.jsonl", first / "labelled_real.jsonl", limits=FAST)
+    measured = {r.id: r for r in load_labelled(first / "labelled_real.jsonl")}
+    # mark the first run's Q so a reused value is told from a measured one
+    marked = [replace(r, quality=[[0.5, 0.5], [0.25, 0.25]]) for r in measured.values()]
+    save_labelled(marked, first / "labelled_real.jsonl")
+    grown = [code, replace(howto, answers=[["Use `base64.b32encode`.", "x"], ["Use `base64.b32encode`.", "x"]]),
+             _record("base64.b32encode:code:2", "code", [[GOOD, GOOD], [RECITAL, RECITAL]])]
+    save_labelled(grown, src_dir / "labelled_real.jsonl")
+    res = CliRunner().invoke(router_app, ["relabel", str(src_dir / "labelled_real.jsonl"),
+                                          str(second / "labelled_real.jsonl"), "--timeout", "2",
+                                          "--reuse", str(first / "labelled_real.jsonl")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    got = {r.id: r for r in load_labelled(second / "labelled_real.jsonl")}
+    assert got[code.id].quality == [[0.5, 0.5], [0.25, 0.25]]  # reused, unchanged answers
+    assert got[code.id].best_model == 0  # and its labels recomputed from the reused Q
+    assert got[howto.id].quality[0] == [1.0, 0.0]  # its answers changed: measured again
+    assert got["base64.b32encode:code:2"].quality == [[1.0, 1.0], [0.0, 0.0]]  # new: measured
+    info = json.loads((second / "labels_info.json").read_text())
+    assert info["quality_reused"] == 1 and info["quality_reused_from"].endswith("first/labelled_real.jsonl")
+    with pytest.raises(InvalidInputError, match="cannot be reused"):  # judged before, not now
+        relabel_file(src_dir / "labelled_real.jsonl", tmp_path / "third" / "labelled_real.jsonl", limits=FAST,
+                     reuse=first / "labelled_real.jsonl", verdict=lambda q, a, g: 1.0, judge_model="some-judge")
+

@@ -228,6 +228,9 @@ def relabel(
                                             "against the gold scores the types without a check of their own, "
                                             "instead of token F1.")] = "",
     config: Annotated[Path | None, typer.Option(help="TOML config (for --judge's models dir).")] = None,
+    reuse: Annotated[Path | None, typer.Option(help="An earlier relabelled file measured the same way: records "
+                                                    "it holds with unchanged answers take their quality from it, "
+                                                    "so only new records are measured (and judged).")] = None,
 ) -> None:
     """Measure quality again from the stored answers with the per-type measure (code executed,
     how-to checked for the gold function, a judge's verdict or token F1 otherwise) and recompute
@@ -239,7 +242,7 @@ def relabel(
         raise InvalidInputError(f"--timeout must be > 0, got {timeout}")
     limits = ExecLimits(timeout_s=timeout, cpu_s=max(1, int(timeout + 0.999)))
     if not judge:
-        info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits)
+        info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits, reuse=reuse)
     else:
         import functools
 
@@ -252,7 +255,8 @@ def relabel(
         try:
             # a model's answers at the two context sizes are often the same text: judge it once
             verdicts = functools.cache(LLMJudge(pool.get(judge)).verdict)
-            info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits, verdict=verdicts, judge_model=judge)
+            info = relabel_file(src, dest, lam=lam, mu=mu, limits=limits, verdict=verdicts, judge_model=judge,
+                                reuse=reuse)
         finally:
             pool.close()
     models = info["oracle_best_model_share"].keys()
@@ -266,6 +270,8 @@ def relabel(
         t.add_row(qtype, *[f"{before[qtype][m]} → {row[m]}" for m in models],
                   info["quality_by_type"].get(qtype, ""))
     out.print(t)
+    if reuse is not None:
+        out.print(f"quality of {info['quality_reused']} records reused from {reuse}", highlight=False)
     out.print(f"{info['labels_changed']} of {sum(after['all'].values())} labels "
               f"changed (model or context); λ = {info['lambda_per_s']}, μ = {info['mu_per_cost_unit']}; "
               f"saved {dest} and {dest.parent / 'labels_info.json'}", highlight=False)

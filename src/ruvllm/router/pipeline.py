@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,15 +354,20 @@ def label_distribution(records: Sequence[LabelledRecord]) -> dict[str, dict[str,
 
 def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float | None = None,
                  limits: Any = None, progress: Callable[[int, int], None] | None = None,
-                 verdict: Any = None, judge_model: str = "") -> dict[str, Any]:
+                 verdict: Any = None, judge_model: str = "", reuse: Path | None = None) -> dict[str, Any]:
     """Measure Q again from the stored answers of a real labelled file (``oracle.requality``: code
     executed, how-to checked for the gold function, F1 otherwise), recompute U and the labels, and
     save the result as ``dest``, with a ``labels_info.json`` beside it (the source's, updated: the
     quality measure, the weights, the label distribution before and after). The models do not run.
     λ and μ default to the source's ``labels_info.json``, else 0.02. With ``verdict`` (a judge's
     ``LLMJudge.verdict``; ``judge_model`` names it in the info) the types without a check of their
-    own are scored by it instead of token F1."""
-    from ruvllm.router.oracle import requality
+    own are scored by it instead of token F1.
+
+    ``reuse``: an earlier relabelled file, measured the same way (its ``labels_info.json`` says how;
+    another measure or judge is refused). A record whose id, gold, models, context sizes and stored
+    answers it holds unchanged takes its Q from there, so a labelled set that grew is measured only
+    where it is new; U and the labels are recomputed with this run's λ and μ either way."""
+    from ruvllm.router.oracle import relabel, requality
     from ruvllm.router.quality import METHOD_BY_TYPE, QUALITY_VERSION, QUALITY_VERSION_JUDGED
 
     src, dest = Path(src), Path(dest)
@@ -376,9 +381,18 @@ def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float |
     before = load_labelled(src)
     if not before:
         raise InvalidInputError(f"{src} holds no records")
+    measure = QUALITY_VERSION_JUDGED if verdict else QUALITY_VERSION
+    known = _reusable(reuse, measure, judge_model) if reuse is not None else {}
     after = []
+    n_reused = 0
     for n, rec in enumerate(before, 1):
-        after.append(requality(rec, lam, mu, limits, verdict))
+        old = known.get(rec.id)
+        if old is not None and (old.gold, old.answers, list(old.models), list(old.context_bins)) == (
+                rec.gold, rec.answers, list(rec.models), list(rec.context_bins)):
+            after.append(relabel(replace(rec, quality=old.quality), lam, mu))
+            n_reused += 1
+        else:
+            after.append(requality(rec, lam, mu, limits, verdict))
         if progress:
             progress(n, len(before))
     save_labelled(after, dest)
@@ -390,7 +404,8 @@ def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float |
         return {m: [round(float(v), 3) for v in q[:, i, :].mean(0)] for i, m in enumerate(models)}
 
     info.update({
-        "relabelled_from": str(src), "quality_measure": QUALITY_VERSION_JUDGED if verdict else QUALITY_VERSION,
+        "relabelled_from": str(src), "quality_measure": measure,
+        "quality_reused_from": str(reuse) if reuse is not None else None, "quality_reused": n_reused,
         "quality_by_type": {**{t: f"{judge_model or 'judge'} verdict P(yes) vs gold" if verdict else
                                "token F1 vs gold" for t in types},
                             **{t: METHOD_BY_TYPE[t] for t in types if t in METHOD_BY_TYPE}},
@@ -406,3 +421,23 @@ def relabel_file(src: Path, dest: Path, *, lam: float | None = None, mu: float |
     })
     (dest.parent / "labels_info.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _reusable(path: Path, measure: str, judge_model: str) -> dict[str, LabelledRecord]:
+    """The records of an earlier relabelled file, by id, if it was measured as this run measures."""
+    side = Path(path).parent / "labels_info.json"
+    info: dict[str, Any] = json.loads(side.read_text()) if side.exists() else {}
+    was = (info.get("quality_measure"), _judge_of(info))
+    if was != (measure, judge_model or None):
+        raise InvalidInputError(f"--reuse {path}: its quality was measured as {was[0]!r} (judge {was[1]!r}), this run "
+                                f"measures {measure!r} (judge {judge_model or None!r}); Q from another measure "
+                                "cannot be reused")
+    return {r.id: r for r in load_labelled(Path(path))}
+
+
+def _judge_of(info: dict[str, Any]) -> str | None:
+    """The judge model a relabelled file's info names (``quality_by_type``: "<judge> verdict ..."), if any."""
+    for how in info.get("quality_by_type", {}).values():
+        if " verdict " in str(how):
+            return str(how).split(" verdict ")[0]
+    return None
