@@ -847,6 +847,11 @@ def paraphrase_agreement(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str
             "same_model_ties_to_cheaper": same_tied / pairs if pairs else nan}
 
 
+def restrict_training(recs: list[Any], ids: set[str]) -> list[Any]:
+    """The training rows whose ids are in ``ids`` and every test row: a smaller training set, the same tests."""
+    return [r for r in recs if r.split != "train" or r.id in ids]
+
+
 def pattern_ceiling(recs: list[Any]) -> dict[str, dict[str, float]]:
     """In-sample, per number k ≥ 2 of labelled wordings of a pattern (symbol + type, any split): the share
     of those wordings whose oracle model is the pattern's commonest. No router that gives every wording
@@ -1016,7 +1021,9 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Labels: **{doc['labels']['labels']}** — {doc['label_note']}.  ",
              f"Queries: {doc['labels']['n_queries']} ({doc['labels']['splits']}), docs: {doc['labels']['n_docs']}, "
              f"embedder: {doc['labels']['embedder']}, models: {', '.join(doc['labels']['models'])}, "
-             f"U = Q − {doc['labels']['lambda_per_s']}·L[s] − {doc['labels']['mu_per_cost_unit']}·C.", ""]
+             f"U = Q − {doc['labels']['lambda_per_s']}·L[s] − {doc['labels']['mu_per_cost_unit']}·C."
+             + (f" Training rows: only those `{doc['labels']['train_ids_from']}` also holds."
+                if doc["labels"].get("train_ids_from") else ""), ""]
     lines += training_line(doc) + quality_markdown(doc)
     for split, title in (("test_seen", "Seen patterns (new paraphrases of trained questions)"),
                          ("test_unseen", "Held-out symbols (never seen in training)")):
@@ -1128,6 +1135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--safety-sweep", action="store_true",
                     help="real labels: replay the fallback and cascade thresholds over a grid, chosen on train")
     ap.add_argument("--labelled", type=Path, default=None, help="skip phase 1: an oracle JSONL made before")
+    ap.add_argument("--train-ids-from", type=Path, default=None,
+                    help="train only on the training rows this labelled file also holds (e.g. an earlier, "
+                    "smaller run), test on every test question: what the other training rows buy")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router")
     ap.add_argument("--work", type=Path, default=ROOT / "results" / "tmp" / "router")
     args = ap.parse_args(argv)
@@ -1166,6 +1176,11 @@ def main(argv: list[str] | None = None) -> int:
     from ruvllm.router.oracle import load_labelled, relabel, save_labelled
 
     recs = load_labelled(labelled)
+    if args.train_ids_from:
+        recs = restrict_training(recs, {r.id for r in load_labelled(args.train_ids_from)})
+        labelled = save_labelled(recs, args.work / "labelled_train_subset.jsonl")
+        info = {**info, "train_ids_from": str(args.train_ids_from), "n_queries": len(recs),
+                "splits": {s: sum(r.split == s for r in recs) for s in ("train", "test_seen", "test_unseen")}}
     cost_doc: dict[str, Any] = {}
     if mu_arg is not None or lam_given:
         lam = args.lam if lam_given else float(info.get("lambda_per_s", 0.02))

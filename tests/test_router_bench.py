@@ -16,6 +16,7 @@ from bench.router import (
     pattern_ceiling,
     pattern_lookup,
     replay_safety,
+    restrict_training,
 )
 
 from ruvllm.config import RouterConfig
@@ -89,6 +90,14 @@ def test_lookup_by_wordings_compares_both_training_wordings_with_each_alone() ->
     assert np.isclose(got["two_wordings_each_alone"]["utility_regret"], 0.25)
     assert got["one_wording"]["n"] == 1 and got["one_wording"]["model_accuracy"] == 0.0
     assert np.isclose(got["one_wording"]["utility_regret"], 0.5)
+
+
+def test_restrict_training_drops_only_training_rows_outside_the_ids() -> None:
+    u = [[0.0, 0.0]]
+    recs = [rec("a.f:code:0", "code", 0, u), rec("a.f:code:1", "code", 0, u),
+            rec("a.f:code:2", "code", 0, u, "test_seen"), rec("a.g:code:0", "code", 0, u, "test_unseen")]
+    got = restrict_training(recs, {"a.f:code:1"})
+    assert [r.id for r in got] == ["a.f:code:1", "a.f:code:2", "a.g:code:0"]
 
 
 def test_near_ties_compare_each_models_best_decision() -> None:
