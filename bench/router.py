@@ -631,7 +631,8 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
                        **({"cv_utility_regret": min(r["cv_utility_regret"] for r in rep.cv)} if rep.cv else {})})
         for split in per_seed:
             per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
-    out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "feature_dropout": base.feature_dropout,
+    out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "cv_group": base.cv_group,
+                           "feature_dropout": base.feature_dropout,
                            "type_prior": base.type_prior, "utility_prior": base.utility_prior,
                            "history": base.history, "chosen": chosen}
     for split, rows in per_seed.items():
@@ -646,7 +647,8 @@ def cv_markdown(doc: dict[str, Any]) -> list[str]:
     if not cv:
         return []
     c = doc["train_report"]["config"]
-    lines = [f"## Model selection on the training split ({c['cv_folds']}-fold CV over sessions)", "",
+    lines = [f"## Model selection on the training split ({c['cv_folds']}-fold CV over "
+             f"{c.get('cv_group', 'session')}s)", "",
              f"Chosen: weight decay {c['weight_decay']:g}, {c['epochs']} epochs, label temperature "
              f"{c['label_temperature']:g} (0 = one-hot labels). The test splits play no part.", "",
              "| weight decay | epochs | label τ | CV utility regret | CV model acc |", "|---:|---:|---:|---:|---:|"]
@@ -662,7 +664,8 @@ def seeds_markdown(doc: dict[str, Any]) -> list[str]:
         return []
     lines = [f"## Training seeds: the compressed FastGRNN retrained with seeds {sp['seeds']}", "",
              "Same labels and split; mean ± sd (min … max)."
-             + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV: "
+             + (f" Each seed chose its own weight decay / epochs / label temperature by {sp['cv_folds']}-fold CV "
+                f"by {sp.get('cv_group', 'session')}: "
                 + ", ".join(f"{c['weight_decay']:g}/{c['epochs']}/{c['label_temperature']:g}" for c in sp["chosen"])
                 + "." + (f" Their CV utility regret on the training split (the choice's own figure, no test data): "
                          f"mean {np.mean([c['cv_utility_regret'] for c in sp['chosen']]):.4f}."
@@ -1004,7 +1007,7 @@ def training_line(doc: dict[str, Any]) -> list[str]:
     prior = (f"type prior: the training split's per-type utility table, fixed (τ = {c['utility_prior']:g})"
              if c.get("utility_prior") else f"type prior {'on' if c.get('type_prior') else 'off'}")
     parts = [prior,
-             f"{c['cv_folds']}-fold CV" if c.get("cv_folds", 0) > 1 else "no CV",
+             f"{c['cv_folds']}-fold CV by {c.get('cv_group', 'session')}" if c.get("cv_folds", 0) > 1 else "no CV",
              f"feature dropout {c.get('feature_dropout', 0):g}"]
     if hist:
         parts.append(f"pattern history on ({hist['patterns']} patterns of the training split, "
@@ -1119,6 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="> 1: FastGRNN weight decay, epochs, label temperature chosen by CV on the train split")
+    ap.add_argument("--cv-group", choices=("session", "symbol"), default="session",
+                    help="what a CV fold holds whole: sessions, or every question on a symbol (the held-out case)")
     ap.add_argument("--feature-dropout", type=float, default=0.0,
                     help="FastGRNN training: blank each feature slice but the query type with this probability")
     ap.add_argument("--type-prior", action="store_true",
@@ -1196,8 +1201,9 @@ def main(argv: list[str] | None = None) -> int:
         info = {**info, "lambda_per_s": lam, "mu_per_cost_unit": mu,
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
-    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, feature_dropout=args.feature_dropout,
-                     type_prior=args.type_prior, utility_prior=args.utility_prior, history=args.history,
+    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, cv_group=args.cv_group,
+                     feature_dropout=args.feature_dropout, type_prior=args.type_prior,
+                     utility_prior=args.utility_prior, history=args.history,
                      history_dropout=args.history_dropout)
     if args.sweep_mu:  # without CV: one training per μ
         mus = [float(v) for v in args.sweep_mu.split(",") if v.strip()]

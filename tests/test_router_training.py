@@ -209,6 +209,27 @@ def test_cv_selection_uses_only_the_training_sessions_and_reports_every_point() 
         select_by_cv(train, ["small", "large"], TrainConfig(cv_folds=1))
 
 
+def test_cv_folds_hold_whole_sessions_or_whole_symbols() -> None:
+    """By session a symbol asked in two sessions can sit in two folds (its other wording trains the
+    fold that scores it); by symbol every question on it is in one fold."""
+    from ruvllm.router.training import cv_folds
+
+    data = toy(12, 0)  # 12 sessions of 4
+    symbol = (np.arange(len(data)) * 5) % 9  # each symbol asked in several sessions
+    data = replace(data, symbol=symbol.astype(np.int64))
+    by_session, k = cv_folds(data, replace(FAST, cv_folds=3))
+    assert k == 3
+    assert all(len(set(by_session[data.session == s])) == 1 for s in np.unique(data.session))
+    assert any(len(set(by_session[symbol == v])) > 1 for v in np.unique(symbol))
+    by_symbol, k = cv_folds(data, replace(FAST, cv_folds=3, cv_group="symbol"))
+    assert k == 3 and set(by_symbol) == {0, 1, 2}
+    assert all(len(set(by_symbol[symbol == v])) == 1 for v in np.unique(symbol))
+    with pytest.raises(InvalidInputError):
+        cv_folds(replace(data, symbol=None), replace(FAST, cv_folds=3, cv_group="symbol"))
+    with pytest.raises(InvalidInputError):
+        cv_folds(data, replace(FAST, cv_folds=3, cv_group="module"))
+
+
 def test_cv_grid_keeps_the_fields_the_caller_gave() -> None:
     from ruvllm.router.training import CV_GRID, cv_grid
 

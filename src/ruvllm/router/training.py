@@ -68,6 +68,7 @@ class RouterDataset:
     y_temp: F32  # (N,) in [0, 2]
     y_top_p: F32  # (N,) in [0, 1]
     utility: F32 | None = None  # (N, M, C) oracle utilities, for regret weighting and evaluation
+    symbol: I64 | None = None  # (N,) the asked symbol's index, when the records say it (CV by symbol)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -76,7 +77,7 @@ class RouterDataset:
         r = np.asarray(rows, dtype=np.int64)
         return RouterDataset(
             self.x[r], self.session[r], self.y_model[r], self.y_ctx[r], self.y_temp[r], self.y_top_p[r],
-            None if self.utility is None else self.utility[r],
+            None if self.utility is None else self.utility[r], None if self.symbol is None else self.symbol[r],
         )
 
     def session_rows(self) -> list[I64]:
@@ -220,6 +221,11 @@ class TrainConfig:
     # > 1: choose weight_decay, epochs and label_temperature from CV_GRID by this many folds of the
     # training sessions (lowest mean utility regret on the left-out folds) before training
     cv_folds: int = 0
+    # what a CV fold holds whole: "session" (a fold's patterns may have other wordings in the training
+    # folds, so CV scores seen-pattern routing) or "symbol" (every question on a symbol in one fold,
+    # so CV scores routing for symbols never trained on, the held-out split's case; a session whose
+    # questions ask about several symbols is split across folds)
+    cv_group: str = "session"
     # with cv_folds > 1: the fields CV keeps as given ("epochs", "label_temperature") instead of
     # choosing them from CV_GRID
     cv_keep: tuple[str, ...] = ()
@@ -427,21 +433,33 @@ def cv_grid(tc: TrainConfig) -> tuple[tuple[float, int, float], ...]:
          else tau) for wd, ep, tau in CV_GRID))
 
 
+def cv_folds(data: RouterDataset, tc: TrainConfig) -> tuple[I64, int]:
+    """(each row's CV fold, the number of folds): ``tc.cv_folds`` seeded folds of whole sessions, or of
+    whole symbols with ``tc.cv_group = "symbol"``."""
+    if tc.cv_group not in ("session", "symbol"):
+        raise InvalidInputError(f"cv_group must be 'session' or 'symbol', got {tc.cv_group!r}")
+    if tc.cv_group == "symbol" and data.symbol is None:
+        raise InvalidInputError("CV by symbol needs records whose ids name their symbol (<symbol>:<type>:<n>)")
+    unit = data.symbol if tc.cv_group == "symbol" and data.symbol is not None else data.session
+    units = np.unique(unit)
+    k = min(tc.cv_folds, len(units))
+    if k < 2 or data.utility is None:
+        raise InvalidInputError(f"cross-validation needs ≥ 2 folds of {tc.cv_group}s and utilities; got {k} folds "
+                                "(train without it: cv_folds = 0, `--cv-folds 0`)")
+    fold_of = dict(zip(np.random.default_rng(tc.seed).permutation(units).tolist(),
+                       np.arange(len(units)) % k, strict=True))
+    return np.array([fold_of[int(s)] for s in unit], dtype=np.int64), k
+
+
 def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
                  context_bins: Sequence[int] = CONTEXT_BINS, grid: Sequence[tuple[float, int, float]] = CV_GRID,
                  ) -> tuple[TrainConfig, list[dict[str, Any]]]:
-    """Model selection on the training split only: ``tc.cv_folds`` folds of whole sessions (seeded);
-    each grid point trains the dense router on the other folds and is scored by its utility regret
-    on the left-out one. Returns (``tc`` with the best point, one row per point); ties keep the
-    earlier point, so the default wins unless something beats it."""
-    sessions = np.unique(data.session)
-    k = min(tc.cv_folds, len(sessions))
-    if k < 2 or data.utility is None:
-        raise InvalidInputError(f"cross-validation needs ≥ 2 folds of sessions and utilities; got {k} folds "
-                                "(train without it: cv_folds = 0, `--cv-folds 0`)")
-    fold_of = dict(zip(np.random.default_rng(tc.seed).permutation(sessions).tolist(),
-                       np.arange(len(sessions)) % k, strict=True))
-    fold = np.array([fold_of[int(s)] for s in data.session])
+    """Model selection on the training split only: ``tc.cv_folds`` folds of whole sessions, or of whole
+    symbols with ``tc.cv_group = "symbol"`` (seeded); each grid point trains the dense router on the
+    other folds and is scored by its utility regret on the left-out one. Returns (``tc`` with the
+    best point, one row per point); ties keep the earlier point, so the default wins unless
+    something beats it."""
+    fold, k = cv_folds(data, tc)
     rows: list[dict[str, Any]] = []
     for wd, epochs, tau in grid:
         cfg = replace(tc, weight_decay=wd, epochs=epochs, label_temperature=tau, cv_folds=0)
@@ -686,7 +704,20 @@ def datasets_from_records(records: Sequence[Any], normalizer: Normalizer) -> Rou
         y_temp=np.array([r.temperature for r in records], dtype=np.float32),
         y_top_p=np.array([r.top_p for r in records], dtype=np.float32),
         utility=np.array([r.utility for r in records], dtype=np.float32),
+        symbol=_symbol_index(records),
     )
+
+
+def _symbol_index(records: Sequence[Any]) -> I64 | None:
+    """Each record's symbol as an index, from ids ``<symbol>:<type>:<n>``; None if any id is not one."""
+    from ruvllm.router.quality import symbol_of
+
+    try:
+        names = [symbol_of(r.id) for r in records]
+    except InvalidInputError:
+        return None
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(n, len(ids)) for n in names], dtype=np.int64)
 
 
 def train_from_oracle(labelled_jsonl: Path, out_dir: Path, config: TrainConfig | None = None) -> TrainReport:
