@@ -632,7 +632,7 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
         for split in per_seed:
             per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "cv_group": base.cv_group,
-                           "feature_dropout": base.feature_dropout,
+                           "cv_rule": base.cv_rule, "feature_dropout": base.feature_dropout,
                            "type_prior": base.type_prior, "utility_prior": base.utility_prior,
                            "history": base.history, "chosen": chosen}
     for split, rows in per_seed.items():
@@ -650,11 +650,16 @@ def cv_markdown(doc: dict[str, Any]) -> list[str]:
     lines = [f"## Model selection on the training split ({c['cv_folds']}-fold CV over "
              f"{c.get('cv_group', 'session')}s)", "",
              f"Chosen: weight decay {c['weight_decay']:g}, {c['epochs']} epochs, label temperature "
-             f"{c['label_temperature']:g} (0 = one-hot labels). The test splits play no part.", "",
-             "| weight decay | epochs | label τ | CV utility regret | CV model acc |", "|---:|---:|---:|---:|---:|"]
+             f"{c['label_temperature']:g} (0 = one-hot labels)"
+             + (", by the one-SE rule: the strongest weight decay within one standard error (over folds) of the "
+                "lowest CV utility regret" if c.get("cv_rule") == "1se" else ", the lowest CV utility regret")
+             + ". The test splits play no part.", "",
+             "| weight decay | epochs | label τ | CV utility regret | ± SE | CV model acc |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for r in cv:
+        se = f"{r['cv_utility_regret_se']:.4f}" if "cv_utility_regret_se" in r else "–"
         lines.append(f"| {r['weight_decay']:g} | {r['epochs']} | {r['label_temperature']:g} | "
-                     f"{r['cv_utility_regret']:.4f} | {r['cv_model_accuracy']:.3f} |")
+                     f"{r['cv_utility_regret']:.4f} | {se} | {r['cv_model_accuracy']:.3f} |")
     return [*lines, ""]
 
 
@@ -1007,7 +1012,8 @@ def training_line(doc: dict[str, Any]) -> list[str]:
     prior = (f"type prior: the training split's per-type utility table, fixed (τ = {c['utility_prior']:g})"
              if c.get("utility_prior") else f"type prior {'on' if c.get('type_prior') else 'off'}")
     parts = [prior,
-             f"{c['cv_folds']}-fold CV by {c.get('cv_group', 'session')}" if c.get("cv_folds", 0) > 1 else "no CV",
+             (f"{c['cv_folds']}-fold CV by {c.get('cv_group', 'session')}"
+              + (", the one-SE rule" if c.get("cv_rule") == "1se" else "")) if c.get("cv_folds", 0) > 1 else "no CV",
              f"feature dropout {c.get('feature_dropout', 0):g}"]
     if hist:
         parts.append(f"pattern history on ({hist['patterns']} patterns of the training split, "
@@ -1122,6 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv-folds", type=int, default=0,
                     help="> 1: FastGRNN weight decay, epochs, label temperature chosen by CV on the train split")
+    ap.add_argument("--cv-rule", choices=("min", "1se"), default="min",
+                    help="CV picks the lowest regret, or the strongest weight decay within one SE of it")
     ap.add_argument("--cv-group", choices=("session", "symbol"), default="session",
                     help="what a CV fold holds whole: sessions, or every question on a symbol (the held-out case)")
     ap.add_argument("--feature-dropout", type=float, default=0.0,
@@ -1201,7 +1209,7 @@ def main(argv: list[str] | None = None) -> int:
         info = {**info, "lambda_per_s": lam, "mu_per_cost_unit": mu,
                 "oracle_best_model_share": {m: float(np.mean([r.best_model == i for r in recs]))
                                             for i, m in enumerate(recs[0].models)}}
-    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, cv_group=args.cv_group,
+    tc = TrainConfig(seed=args.seed, cv_folds=args.cv_folds, cv_group=args.cv_group, cv_rule=args.cv_rule,
                      feature_dropout=args.feature_dropout, type_prior=args.type_prior,
                      utility_prior=args.utility_prior, history=args.history,
                      history_dropout=args.history_dropout)

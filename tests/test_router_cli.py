@@ -102,7 +102,8 @@ def test_train_from_existing_labels_and_bad_options(trained: tuple[Path, str], t
     assert (tmp_path / "b" / "router.npz").exists() and not (tmp_path / "b" / "labelled_synthetic.jsonl").exists()
     for bad in (["--labels", "guess"], ["--hidden", "8"], ["--sparsity", "1.5"], ["--embedder", "nope"],
                 ["--cv-folds", "1"], ["--label-temperature", "-0.1"], ["--feature-dropout", "1"],
-                ["--history", "--history-dropout", "1"], ["--epochs", "0"], ["--utility-prior", "-0.05"]):
+                ["--history", "--history-dropout", "1"], ["--epochs", "0"], ["--utility-prior", "-0.05"],
+                ["--cv-group", "module"], ["--cv-rule", "median"]):
         with pytest.raises(InvalidInputError):
             runner.invoke(router_app, ["train", *TINY, *bad, "--out", str(tmp_path / "c")], catch_exceptions=False)
 

@@ -230,6 +230,34 @@ def test_cv_folds_hold_whole_sessions_or_whole_symbols() -> None:
         cv_folds(data, replace(FAST, cv_folds=3, cv_group="module"))
 
 
+def test_the_one_se_rule_takes_the_strongest_decay_cv_cannot_tell_from_the_best() -> None:
+    """Labels that are pure noise: no point is really better, so "min" takes whichever fold noise
+    favours and "1se" the strongest weight decay within one standard error of it. On a learnable
+    task the heavy decay is far worse and both rules keep the light one."""
+    from ruvllm.router.training import select_by_cv
+
+    grid = ((1e-2, 20, 0.0), (0.3, 20, 0.0), (3.0, 20, 0.0))
+    noise = toy(40, 1)
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, len(noise))
+    u = np.zeros_like(noise.utility)
+    u[np.arange(len(y)), y, :] = 0.05  # a small, random win: nothing to learn
+    noise = replace(noise, y_model=y, utility=u)
+    tc, rows = select_by_cv(noise, ["small", "large"], replace(FAST, cv_folds=4, cv_rule="1se"), grid=grid)
+    best = min(rows, key=lambda r: r["cv_utility_regret"])
+    assert all(r["cv_utility_regret_se"] > 0 for r in rows)
+    near = [r for r in rows if r["cv_utility_regret"] <= best["cv_utility_regret"] + best["cv_utility_regret_se"]]
+    assert tc.weight_decay == max(r["weight_decay"] for r in near)
+    assert tc.weight_decay > best["weight_decay"]  # here fold noise favours the light decay; the rule does not
+    learnable = toy(40, 0)
+    for rule in ("min", "1se"):
+        tc, rows = select_by_cv(learnable, ["small", "large"], replace(FAST, cv_folds=3, cv_rule=rule),
+                                grid=((1e-2, 20, 0.0), (3.0, 20, 0.0)))
+        assert tc.weight_decay == 1e-2, rule
+    with pytest.raises(InvalidInputError):
+        select_by_cv(learnable, ["small", "large"], replace(FAST, cv_folds=3, cv_rule="median"), grid=grid[:1])
+
+
 def test_cv_grid_keeps_the_fields_the_caller_gave() -> None:
     from ruvllm.router.training import CV_GRID, cv_grid
 

@@ -86,6 +86,9 @@ def train(
     cv_group: Annotated[str, typer.Option(help="What a CV fold holds whole: 'session', or 'symbol' (every "
                                                "question on a symbol, so CV scores routing for new symbols).")]
     = "session",
+    cv_rule: Annotated[str, typer.Option(help="How CV picks: 'min' (the lowest CV utility regret) or '1se' (the "
+                                              "strongest weight decay within one standard error of it).")]
+    = "min",
     label_temperature: Annotated[float | None, typer.Option(help="> 0: train on softmax(utility / τ) instead of "
                                                                  "the one-hot oracle model. Default: chosen by CV "
                                                                  "(0 or 0.05), 0 without CV; given, CV keeps it.")]
@@ -126,8 +129,9 @@ def train(
     if cv_folds < 0 or cv_folds == 1 or (label_temperature is not None and label_temperature < 0):
         raise InvalidInputError(f"--cv-folds must be 0 or ≥ 2 and --label-temperature ≥ 0, got {cv_folds}, "
                                 f"{label_temperature}")
-    if cv_group not in ("session", "symbol"):
-        raise InvalidInputError(f"--cv-group must be 'session' or 'symbol', got {cv_group!r}")
+    if cv_group not in ("session", "symbol") or cv_rule not in ("min", "1se"):
+        raise InvalidInputError(f"--cv-group must be 'session' or 'symbol' and --cv-rule 'min' or '1se', got "
+                                f"{cv_group!r}, {cv_rule!r}")
     if not 0.0 <= feature_dropout < 1.0:
         raise InvalidInputError(f"--feature-dropout must be in [0, 1), got {feature_dropout}")
     if utility_prior < 0:
@@ -176,7 +180,8 @@ def train(
     given = tuple(name for name, v in (("epochs", epochs), ("label_temperature", label_temperature)) if v is not None)
     tc = TrainConfig(epochs=60 if epochs is None else epochs, hidden=hidden,
                      w_rank=min(16, hidden // 2), u_rank=min(8, hidden // 4), target_sparsity=sparsity, seed=seed,
-                     cv_folds=cv_folds, cv_group=cv_group, cv_keep=given, label_temperature=label_temperature or 0.0,
+                     cv_folds=cv_folds, cv_group=cv_group, cv_rule=cv_rule, cv_keep=given,
+                     label_temperature=label_temperature or 0.0,
                      feature_dropout=feature_dropout, type_prior=type_prior,
                      utility_prior=utility_prior if type_prior else 0.0, history=history,
                      history_dropout=history_dropout)

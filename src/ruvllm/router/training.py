@@ -226,6 +226,10 @@ class TrainConfig:
     # so CV scores routing for symbols never trained on, the held-out split's case; a session whose
     # questions ask about several symbols is split across folds)
     cv_group: str = "session"
+    # how CV picks: "min" (the lowest CV utility regret) or "1se" (the strongest weight decay whose
+    # CV regret is within one standard error, over folds, of the lowest: the usual guard when CV
+    # cannot tell the points apart)
+    cv_rule: str = "min"
     # with cv_folds > 1: the fields CV keeps as given ("epochs", "label_temperature") instead of
     # choosing them from CV_GRID
     cv_keep: tuple[str, ...] = ()
@@ -463,17 +467,25 @@ def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
     rows: list[dict[str, Any]] = []
     for wd, epochs, tau in grid:
         cfg = replace(tc, weight_decay=wd, epochs=epochs, label_temperature=tau, cv_folds=0)
-        regrets, accs = [], []
+        regrets, accs, fold_means = [], [], []
         for f in range(k):
             val = data.subset(np.flatnonzero(fold == f))
             ev = evaluate(train_dense(data.subset(np.flatnonzero(fold != f)), models, cfg, context_bins).to_params(),
                           val)
             regrets.append(ev["utility_regret"] * len(val))
             accs.append(ev["model_accuracy"] * len(val))
+            fold_means.append(ev["utility_regret"])
         rows.append({"weight_decay": wd, "epochs": epochs, "label_temperature": tau,
                      "cv_utility_regret": float(sum(regrets) / len(data)),
+                     "cv_utility_regret_se": float(np.std(fold_means, ddof=1) / np.sqrt(k)),
                      "cv_model_accuracy": float(sum(accs) / len(data))})
     best = min(range(len(rows)), key=lambda i: (round(rows[i]["cv_utility_regret"], 6), i))
+    if tc.cv_rule == "1se":  # the most regularised point within one standard error of the best
+        bar = rows[best]["cv_utility_regret"] + rows[best]["cv_utility_regret_se"]
+        near = [i for i, r in enumerate(rows) if r["cv_utility_regret"] <= bar + 1e-12]
+        best = max(near, key=lambda i: (rows[i]["weight_decay"], -rows[i]["cv_utility_regret"], -i))
+    elif tc.cv_rule != "min":
+        raise InvalidInputError(f"cv_rule must be 'min' or '1se', got {tc.cv_rule!r}")
     b = rows[best]
     return replace(tc, weight_decay=b["weight_decay"], epochs=b["epochs"], label_temperature=b["label_temperature"]
                    ), rows
