@@ -255,6 +255,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
     large_ref = (M - 1, routers["always-large"].ctx)
     results: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    by_type: dict[str, dict[str, Any]] = {}  # split -> router -> query type -> regret and choices
     C = len(dense.config.context_bins)
     for split in ("test_seen", "test_unseen"):
         d, t = data[split], tabs[split]
@@ -279,6 +280,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
                     res[name][f"model_accuracy_{part}"] = float(correct[mask].mean()) if mask.any() else float("nan")
             sc[name] = (probs[:, -1], pc, pc)
             if name.startswith("FastGRNN compressed"):
+                by_type.setdefault(split, {})[name] = regret_by_type(pm, pc, by[split])
                 for row, fields in SAFETY.items():
                     policy = CascadePolicy.from_router_config(RouterConfig(**fields))
                     if policy.quality_threshold > 0 and contexts is None:
@@ -297,6 +299,8 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
             dd = d_emb if name == EMB_KNN else d
             m, c = r.decide(dd)
             res[name] = metrics(m, c, t, large_ref)
+            if name == "query-type best":
+                by_type.setdefault(split, {})[name] = regret_by_type(m, c, by[split])
             s = r.large_score(dd)
             if s is not None:
                 ctx_s = np.full(len(d), routers["always-small"].ctx)
@@ -339,7 +343,7 @@ def evaluate_all(labelled: Path, model_dir: Path, seed: int) -> dict[str, Any]:
         curves[split] = split_curves
     fi = by["test_unseen"][0].feature_input()
     timing = {"dense": forward_us(dense, fi), "compressed": forward_us(comp, fi)}
-    return {"results": results, "curves": curves, "timing": timing,
+    return {"results": results, "curves": curves, "timing": timing, "by_type": by_type,
             "always_large_context": int(dense.config.context_bins[routers["always-large"].ctx]),
             "sizes_kb": {"dense_fp32": dense.size_bytes(32) / 1024, "compressed_int8": comp.size_bytes(8) / 1024,
                          "dense_file": (model_dir / "router_dense.npz").stat().st_size / 1024,
@@ -855,6 +859,39 @@ def paraphrase_agreement(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str
             "same_model_ties_to_cheaper": same_tied / pairs if pairs else nan}
 
 
+def regret_by_type(m: np.ndarray, c: np.ndarray, recs: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per query type: how many questions, the mean utility regret of the decisions (m, c), and how
+    often each model was chosen, so a router's loss can be traced to the types where it is made."""
+    U = np.asarray([r.utility for r in recs], np.float64)  # (n, M, C)
+    regret = U.reshape(len(recs), -1).max(1) - U[np.arange(len(recs)), m, c]
+    types = np.array([r.query_type for r in recs])
+    return {t: {"n": int((types == t).sum()), "utility_regret": float(regret[types == t].mean()),
+                "model_counts": np.bincount(m[types == t], minlength=U.shape[1]).tolist()}
+            for t in sorted(set(types.tolist()))}
+
+
+def by_type_markdown(doc: dict[str, Any]) -> list[str]:
+    bt = doc.get("by_type")
+    if not bt:
+        return []
+    names = {"test_seen": "seen", "test_unseen": "held-out"}
+    models = doc["labels"].get("models", [])
+    lines = ["## Utility regret per question type", "",
+             "The compressed FastGRNN against query-type best, per split; in brackets how many questions each "
+             f"sent to each model ({', '.join(models)}).", "",
+             "| split | type | n | FastGRNN compressed | query-type best |", "|---|---|---:|---:|---:|"]
+    for split, rows in bt.items():
+        fg: dict[str, Any] = next((v for k, v in rows.items() if k.startswith("FastGRNN compressed")), {})
+        qt = rows.get("query-type best", {})
+        for t in sorted(fg):
+            a, b = fg[t], qt.get(t)
+            lines.append(f"| {names.get(split, split)} | {t} | {a['n']} | {a['utility_regret']:.3f} "
+                         f"({'/'.join(map(str, a['model_counts']))}) | "
+                         + (f"{b['utility_regret']:.3f} ({'/'.join(map(str, b['model_counts']))})" if b else "–")
+                         + " |")
+    return [*lines, ""]
+
+
 def restrict_training(recs: list[Any], ids: set[str]) -> list[Any]:
     """The training rows whose ids are in ``ids`` and every test row: a smaller training set, the same tests."""
     return [r for r in recs if r.split != "train" or r.id in ids]
@@ -1049,6 +1086,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "largest model at each router's own context sizes.", ""]
     lines += safety_markdown(doc)
     lines += safety_sweep_markdown(doc)
+    lines += by_type_markdown(doc)
     lines += cv_markdown(doc)
     lines += seeds_markdown(doc)
     lines += sweep_markdown(doc)

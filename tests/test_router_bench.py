@@ -15,6 +15,7 @@ from bench.router import (
     paraphrase_agreement,
     pattern_ceiling,
     pattern_lookup,
+    regret_by_type,
     replay_safety,
     restrict_training,
 )
@@ -98,6 +99,17 @@ def test_restrict_training_drops_only_training_rows_outside_the_ids() -> None:
             rec("a.f:code:2", "code", 0, u, "test_seen"), rec("a.g:code:0", "code", 0, u, "test_unseen")]
     got = restrict_training(recs, {"a.f:code:1"})
     assert [r.id for r in got] == ["a.f:code:1", "a.f:code:2", "a.g:code:0"]
+
+
+def test_regret_by_type_splits_the_regret_and_the_choices_by_query_type() -> None:
+    recs = [rec("a.f:code:0", "code", 1, [[0.2, 0.0], [0.9, 0.5]]),
+            rec("a.g:code:0", "code", 0, [[0.6, 0.1], [0.4, 0.0]]),
+            rec("a.f:howto:0", "howto", 0, [[0.7, 0.0], [0.5, 0.0]])]
+    got = regret_by_type(np.array([1, 1, 0]), np.array([1, 0, 0]), recs)
+    assert set(got) == {"code", "howto"}
+    assert got["code"]["n"] == 2 and got["code"]["model_counts"] == [0, 2]
+    assert np.isclose(got["code"]["utility_regret"], ((0.9 - 0.5) + (0.6 - 0.4)) / 2)
+    assert got["howto"] == {"n": 1, "utility_regret": 0.0, "model_counts": [1, 0]}
 
 
 def test_near_ties_compare_each_models_best_decision() -> None:
