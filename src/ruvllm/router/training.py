@@ -460,9 +460,12 @@ def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
                  ) -> tuple[TrainConfig, list[dict[str, Any]]]:
     """Model selection on the training split only: ``tc.cv_folds`` folds of whole sessions, or of whole
     symbols with ``tc.cv_group = "symbol"`` (seeded); each grid point trains the dense router on the
-    other folds and is scored by its utility regret on the left-out one. Returns (``tc`` with the
-    best point, one row per point); ties keep the earlier point, so the default wins unless
-    something beats it."""
+    other folds and is scored by its utility regret on the left-out one, with its standard error over
+    the folds. Returns (``tc`` with the chosen point, one row per point). The chosen point has the
+    lowest CV regret (ties keep the earlier point, so the default wins unless something beats it),
+    or with ``tc.cv_rule = "1se"`` the strongest weight decay within one standard error of that."""
+    if tc.cv_rule not in ("min", "1se"):
+        raise InvalidInputError(f"cv_rule must be 'min' or '1se', got {tc.cv_rule!r}")
     fold, k = cv_folds(data, tc)
     rows: list[dict[str, Any]] = []
     for wd, epochs, tau in grid:
@@ -484,8 +487,6 @@ def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
         bar = rows[best]["cv_utility_regret"] + rows[best]["cv_utility_regret_se"]
         near = [i for i, r in enumerate(rows) if r["cv_utility_regret"] <= bar + 1e-12]
         best = max(near, key=lambda i: (rows[i]["weight_decay"], -rows[i]["cv_utility_regret"], -i))
-    elif tc.cv_rule != "min":
-        raise InvalidInputError(f"cv_rule must be 'min' or '1se', got {tc.cv_rule!r}")
     b = rows[best]
     return replace(tc, weight_decay=b["weight_decay"], epochs=b["epochs"], label_temperature=b["label_temperature"]
                    ), rows
