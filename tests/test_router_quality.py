@@ -342,7 +342,7 @@ def test_relabel_reuses_the_quality_of_unchanged_records_and_measures_the_rest(t
     assert got["base64.b32encode:code:2"].quality == [[1.0, 1.0], [0.0, 0.0]]  # new: measured
     info = json.loads((second / "labels_info.json").read_text())
     assert info["quality_reused"] == 1 and info["quality_reused_from"].endswith("first/labelled_real.jsonl")
-    with pytest.raises(InvalidInputError, match="cannot be reused"):  # judged before, not now
+    with pytest.raises(InvalidInputError, match="cannot be reused"):  # measured without a judge; this run judges
         relabel_file(src_dir / "labelled_real.jsonl", tmp_path / "third" / "labelled_real.jsonl", limits=FAST,
                      reuse=first / "labelled_real.jsonl", verdict=lambda q, a, g: 1.0, judge_model="some-judge")
 
