@@ -74,6 +74,10 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
         assert model == a.model and propensity == 1.0  # greedy routing
         router = rv.router
         i = list(router.params.config.models).index(model)
+        # the x kept for learning is the one the router routed on: its greedy choice is the served model
+        allowed = [list(router.params.config.models).index(m) for m in router.models]
+        probs = router.params.step(x)[0].model_probs
+        assert max(allowed, key=lambda j: probs[j]) == i
         before = float(router.params.step(x)[0].model_probs[i])
         event = rv.feedback(a.request_id, 0.0)
         assert event["router"] == "queued"

@@ -40,7 +40,7 @@ from ruvllm.memory.writeback import SUPERSEDED_TAG, named_symbols, parse_qa
 from ruvllm.router import cascade
 from ruvllm.router.base import Decision, RouteInput, Router
 from ruvllm.router.cascade import CascadePolicy
-from ruvllm.router.fastgrnn_router import feature_input_from_search
+from ruvllm.router.fastgrnn_router import FastGRNNRouter, feature_input_from_search
 from ruvllm.router.history import pattern_key
 from ruvllm.router.rules import RuleRouter
 from ruvllm.telemetry import Stopwatch
@@ -114,6 +114,7 @@ class _Plan:
     ranked: list[ContextItem] = field(default_factory=list)
     forced: bool = False  # the caller chose the model: no escalation
     features: Any = None  # the router's FeatureInput
+    x: np.ndarray | None = None  # the FastGRNN router's 128-d input, as it routed on it (for learning)
     recalled: str | None = None  # a stored answer to the same question
 
 
@@ -197,8 +198,6 @@ class RuvLLM:
                     + "; ".join(reasons) + "); run `make demo` or see `ruvllm models`"
                 )
             if self.config.router.kind == "fastgrnn":
-                from ruvllm.router.fastgrnn_router import FastGRNNRouter
-
                 # default: where `ruvllm router train` saves it inside this data dir
                 path = Path(self.config.router.model_path or self.data_dir / "router" / "router")
                 if not (path.exists() or path.with_suffix(".npz").exists()):
@@ -385,11 +384,16 @@ class RuvLLM:
                          BuiltPrompt("chat", used=[item]), sw, ranked, False, None, recalled=answer)
         with sw.stage("route"):
             features = feature_input_from_search(question, qvec, hits, ranked, k_requested=mc.k)
-            decision = self.router.route(RouteInput(
+            inp = RouteInput(
                 query=question, n_query_tokens=int(len(question.split()) * 1.3) + 1,
                 top_score=hits[0].score if hits else 0.0, n_hits=len(hits), features=features,
                 session_id=session_id,
-            ))
+            )
+            x = None
+            if isinstance(self.router, FastGRNNRouter):  # featurize once: the online learner learns on this x
+                x = self.router.featurize(inp)
+                inp = dataclasses.replace(inp, features=x)
+            decision = self.router.route(inp)
             decision = self._apply_overrides(decision, model)
         with sw.stage("load"):
             gen = self.pool.get(decision.model)
@@ -400,7 +404,7 @@ class RuvLLM:
         with sw.stage("prompt"):
             built = self._build(question, ranked, decision, gen, params)
         return _Plan(uuid.uuid4().hex, question, qvec, decision, gen, params, built, sw, ranked, model is not None,
-                     features)
+                     features, x=x)
 
     def _finish(self, plan: _Plan, out: Generation, writeback: bool | None) -> QueryResponse:
         """Everything after generation: judge, write-back, the response."""
@@ -444,10 +448,10 @@ class RuvLLM:
                                                 on_close=self._online.close if self._online else None)
         x = None
         if self._online is not None:
-            from ruvllm.router.fastgrnn_router import FastGRNNRouter
-
-            assert isinstance(self._router, FastGRNNRouter)
-            x = self._router.featurize(RouteInput(plan.question, 0, 0.0, 0, features=plan.features))
+            x = plan.x  # what the router routed on, its history slots as they were then
+            if x is None:  # defensive: every plan the FastGRNN routed carries its x
+                assert isinstance(self._router, FastGRNNRouter)
+                x = self._router.featurize(RouteInput(plan.question, 0, 0.0, 0, features=plan.features))
             if not plan.forced:  # the router chose this model: feedback on the answer is feedback on that choice
                 with self._lock:
                     self._routed[resp.request_id] = (x, resp.model, _propensity(resp))
@@ -456,8 +460,6 @@ class RuvLLM:
         self._bg.submit((resp, [c.text for c in plan.built.used], x, plan))
 
     def _start_online(self) -> None:
-        from ruvllm.router.fastgrnn_router import FastGRNNRouter
-
         router = self.router
         if isinstance(router, FastGRNNRouter):
             from ruvllm.learning.router_online import RouterOnline, RouterOnlineConfig
