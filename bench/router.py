@@ -631,8 +631,10 @@ def seed_spread(recs: list[Any], labelled: Path, work: Path, seeds: list[int], b
     for seed in seeds:
         d = work / "seeds" / f"seed_{seed}"
         rep = train_from_oracle(labelled, d, replace(base, seed=seed))
-        chosen.append({**{k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")},
-                       **({"cv_utility_regret": min(r["cv_utility_regret"] for r in rep.cv)} if rep.cv else {})})
+        point = {k: rep.config[k] for k in ("weight_decay", "epochs", "label_temperature")}
+        # the chosen point's own CV figure (with cv_rule = "1se" it is not the grid's lowest)
+        row = next((r for r in rep.cv if all(r[k] == v for k, v in point.items())), None)
+        chosen.append({**point, **({"cv_utility_regret": row["cv_utility_regret"]} if row else {})})
         for split in per_seed:
             per_seed[split].append(router_metrics(d / "router", [r for r in recs if r.split == split], ref))
     out: dict[str, Any] = {"seeds": seeds, "cv_folds": base.cv_folds, "cv_group": base.cv_group,
