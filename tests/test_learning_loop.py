@@ -78,7 +78,7 @@ def test_feedback_reaches_the_online_router(tmp_path: Path, embedder: Any) -> No
         allowed = [list(router.params.config.models).index(m) for m in router.models]
         probs = router.params.step(x)[0].model_probs
         assert max(allowed, key=lambda j: probs[j]) == i
-        before = float(router.params.step(x)[0].model_probs[i])
+        before = float(probs[i])
         event = rv.feedback(a.request_id, 0.0)
         assert event["router"] == "queued"
     finally:

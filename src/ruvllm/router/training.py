@@ -470,18 +470,18 @@ def select_by_cv(data: RouterDataset, models: Sequence[str], tc: TrainConfig,
     rows: list[dict[str, Any]] = []
     for wd, epochs, tau in grid:
         cfg = replace(tc, weight_decay=wd, epochs=epochs, label_temperature=tau, cv_folds=0)
-        regrets, accs, fold_means = [], [], []
+        regrets, accs, sizes = [], [], []  # per left-out fold
         for f in range(k):
             val = data.subset(np.flatnonzero(fold == f))
             ev = evaluate(train_dense(data.subset(np.flatnonzero(fold != f)), models, cfg, context_bins).to_params(),
                           val)
-            regrets.append(ev["utility_regret"] * len(val))
-            accs.append(ev["model_accuracy"] * len(val))
-            fold_means.append(ev["utility_regret"])
+            regrets.append(ev["utility_regret"])
+            accs.append(ev["model_accuracy"])
+            sizes.append(len(val))
         rows.append({"weight_decay": wd, "epochs": epochs, "label_temperature": tau,
-                     "cv_utility_regret": float(sum(regrets) / len(data)),
-                     "cv_utility_regret_se": float(np.std(fold_means, ddof=1) / np.sqrt(k)),
-                     "cv_model_accuracy": float(sum(accs) / len(data))})
+                     "cv_utility_regret": float(np.average(regrets, weights=sizes)),  # pooled over the rows
+                     "cv_utility_regret_se": float(np.std(regrets, ddof=1) / np.sqrt(k)),
+                     "cv_model_accuracy": float(np.average(accs, weights=sizes))})
     best = min(range(len(rows)), key=lambda i: (round(rows[i]["cv_utility_regret"], 6), i))
     if tc.cv_rule == "1se":  # the most regularised point within one standard error of the best
         bar = rows[best]["cv_utility_regret"] + rows[best]["cv_utility_regret_se"]
