@@ -11,6 +11,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ruvllm
+
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _check_checkout() -> None:
+    """Refuse to measure a ruvllm other than this checkout's. An editable install left pointing at
+    another clone (``pip install -e`` run from a copy into this venv) is otherwise silent: ``bench/``
+    comes from the working directory and ``ruvllm`` from wherever the install points."""
+    src = _CHECKOUT / "src" / "ruvllm"
+    here = Path(ruvllm.__file__).resolve().parent
+    if src.is_dir() and here != src.resolve():
+        raise ImportError(f"ruvllm is imported from {here}, not from this checkout's {src}: "
+                          f"reinstall it here (`pip install --no-deps -e {_CHECKOUT}`) before measuring")
+
+
+_check_checkout()
+
 
 def provenance(module: str, argv: list[str] | None) -> dict[str, str]:
     """The command that reproduces a run, when and on what it ran (the first keys of a result)."""
