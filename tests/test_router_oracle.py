@@ -180,6 +180,24 @@ def test_code_questions_get_their_own_answer_length() -> None:
     assert by_query[f"{items[0].query}\nAnswer:"] == 192 and by_query[f"{items[1].query}\nAnswer:"] == 64
 
 
+def test_labels_are_greedy_unless_a_temperature_and_seed_are_given() -> None:
+    """bench.label_noise draws answers at a temperature with a seed; the labels' default stays greedy."""
+    items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:1]
+    ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)
+    seen: list[tuple[float, float, int]] = []
+
+    class Recording(FakeGenerator):
+        def complete(self, prompt: str, params: SamplingParams) -> Generation:
+            seen.append((params.temperature, params.top_p, params.seed))
+            return super().complete(prompt, params)
+
+    gen = {"m": Recording("m", good=True)}
+    label_with_models(items, gen, {"m": 0.27}, ret, OracleConfig(context_bins=(256,), k=4))
+    label_with_models(items, gen, {"m": 0.27}, ret,
+                      OracleConfig(context_bins=(256,), k=4, temperature=0.7, top_p=0.9, sample_seed=3))
+    assert seen == [(0.0, 1.0, 0), (0.7, 0.9, 3)]
+
+
 def test_relabel_reweights_the_same_measurements() -> None:
     items = [i for i in stdlib_qa(("json",)) if i.query_type == "definition"][:2]
     ret = DocRetriever(stdlib_corpus(("json",)), fake_embed, k=4)

@@ -429,6 +429,9 @@ class OracleConfig:
     shuffle_seed: int | None = 0  # run order of the (question, model, context) runs; None = nested loops
     isolate: bool = True  # drop the generator's KV state before each run, so no run reuses another's prefix
     exec_limits: ExecLimits = field(default_factory=ExecLimits)  # code answers are run under these (quality.py)
+    temperature: float = 0.0  # 0 = greedy, the labels' default; > 0 samples (bench.label_noise)
+    top_p: float = 1.0
+    sample_seed: int = 0  # the sampler's seed when temperature > 0
 
 
 def _forget_prefix(gen: Any) -> None:
@@ -472,7 +475,8 @@ def label_with_models(
         room = max(0, gen.n_ctx - max_tokens - 96)
         built = build_prompt(item.query, ctx, style=gen.prompt_style, context_budget=min(cfg.context_bins[j], room),
                              count_tokens=gen.count_tokens)
-        sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, stop=built.stop)
+        sp = SamplingParams(max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, stop=built.stop,
+                            seed=cfg.sample_seed)
         if cfg.isolate:
             _forget_prefix(gen)
         t0 = time.perf_counter()
