@@ -254,7 +254,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {t} | {r['questions']} | {_fmt(r['draw_agreement'])} | {_fmt(r['wording_agreement'])} | "
                      f"{_fmt(r['mean_wording_agreement'])} | {_fmt(r['ceiling_by_draws']['1'])} | "
                      f"{_fmt(r['ceiling_by_draws'][str(r['draws'])])} | {_fmt(r['greedy']['ceiling'])} |")
-    lines += ["", f"Generation time: {res['meta']['seconds']:.0f} s over the passes run in this invocation."]
+    lines += ["", f"This invocation took {res['meta']['seconds']:.0f} s; a pass already in the work directory is "
+              "read, not run again."]
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +275,7 @@ def plot(res: dict[str, Any], out: Path) -> None:
         ax.axhline(100 * r["greedy"]["ceiling"], color=colour, ls="--", lw=1, label=f"greedy, λ = {lam}")
         ax.axhline(100 * r["if_independent"]["3"], color=colour, ls=":", lw=1,
                    label=f"labels independent of the pattern, λ = {lam}")
+    ax.set_xticks(range(1, res["meta"]["draws"] + 1))
     ax.axhline(95, color="grey", lw=1)
     ax.text(1, 95.5, "spec: 95% on seen patterns", fontsize=8, color="grey")
     ax.set_xlabel("draws averaged per question and model before the argmax")
