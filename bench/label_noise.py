@@ -163,12 +163,16 @@ def _items_for(records: Sequence[Any], info: dict[str, Any]) -> list[Any]:
 
 def run_passes(items: Sequence[Any], passes: Sequence[tuple[str, float, int]], work: Path, *, config: Path | None,
                context: int, max_tokens: int, max_tokens_code: int, top_p: float, lam: float, mu: float,
-               embedder: str, modules: Sequence[str], per_module: int) -> dict[str, list[Any]]:
-    """Label ``items`` once per pass (name, temperature, seed) at one context size; resumable."""
+               embedder: str, modules: Sequence[str], per_module: int, models: Sequence[str]
+               ) -> dict[str, list[Any]]:
+    """Label ``items`` once per pass (name, temperature, seed) at one context size; resumable.
+    ``models``: the labelled file's, in its order, which the configured models must match."""
     from ruvllm.router.oracle import DocRetriever, OracleConfig, label_with_models, load_labelled, stdlib_corpus
     from ruvllm.router.pipeline import make_embed, real_generators
 
     gens, params_b = real_generators(config=config)
+    if list(gens) != list(models):
+        raise SystemExit(f"the configured, installed models {list(gens)} are not the labelled ones {list(models)}")
     embed, _ = make_embed(embedder)
     retriever = DocRetriever(stdlib_corpus(modules, per_module=per_module), embed)
     qvecs = np.asarray(embed([it.query for it in items]), np.float32)
@@ -295,14 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="where the passes are kept (default: <out>/work)")
     ap.add_argument("--types", default=",".join(EXACT_TYPES))
     ap.add_argument("--per-type", type=int, default=8, help="patterns per type")
-    ap.add_argument("--draws", type=int, default=4)
-    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.3,
+                    help="sampling temperature of the draws (at 0.7 gemma3-270m, a base model, falls apart)")
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--context", type=int, default=256, help="one of the labelled context sizes")
     ap.add_argument("--seed", type=int, default=0, help="which patterns")
     args = ap.parse_args(argv)
 
-    from ruvllm.router.oracle import load_labelled
+    from ruvllm.router.oracle import QA_MODULES, load_labelled
 
     recs = load_labelled(args.labelled)
     info_path = args.labelled.parent / "labels_info.json"
@@ -311,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--labelled must hold real labels")
     if args.context not in recs[0].context_bins:
         raise SystemExit(f"--context must be one of the labelled sizes {recs[0].context_bins}")
+    if args.draws < 1 or args.per_type < 1 or not 0.0 < args.temperature <= 2.0:
+        raise SystemExit("--draws and --per-type must be >= 1 and --temperature in (0, 2]")
     col = list(recs[0].context_bins).index(args.context)
     types = [t for t in args.types.split(",") if t]
     groups_recs = select_patterns(recs, types, args.per_type, args.seed)
@@ -326,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = run_passes(_items_for(chosen, info), passes, args.work or args.out / "work", config=args.config,
                       context=args.context, max_tokens=int(c.get("max_tokens", 64)),
                       max_tokens_code=int(c.get("max_tokens_code", 0)), top_p=args.top_p, lam=lam, mu=mu,
-                      embedder=str(c.get("embedder", "sentence")), modules=c.get("modules", ()),
-                      per_module=int(c.get("per_module", 8)))
+                      embedder=str(c.get("embedder", "sentence")), modules=c.get("modules", QA_MODULES),
+                      per_module=int(c.get("per_module", 8)), models=list(recs[0].models))
     seconds = time.perf_counter() - t0
     models = list(recs[0].models)
     greedy, draws = runs["greedy"], [runs[n] for n, _, _ in passes[1:]]
