@@ -37,12 +37,10 @@ from typing import Any
 import numpy as np
 
 from bench import provenance, write_results
+from bench.router import independent_share, modal_share, pattern_of
+from ruvllm.router.oracle import utilities
 
 EXACT_TYPES = ("code", "signature", "howto")
-
-
-def _pattern(r: Any) -> tuple[str, str]:
-    return r.id.split(":")[0], r.query_type
 
 
 def select_patterns(recs: Sequence[Any], types: Sequence[str], per_type: int, seed: int = 0) -> list[list[Any]]:
@@ -50,7 +48,7 @@ def select_patterns(recs: Sequence[Any], types: Sequence[str], per_type: int, se
     ``seed``; each pattern's records in id order."""
     by: dict[tuple[str, str], list[Any]] = {}
     for r in recs:
-        by.setdefault(_pattern(r), []).append(r)
+        by.setdefault(pattern_of(r), []).append(r)
     rng = np.random.default_rng(seed)
     out: list[list[Any]] = []
     for t in types:
@@ -60,16 +58,8 @@ def select_patterns(recs: Sequence[Any], types: Sequence[str], per_type: int, se
     return out
 
 
-def utilities(q: np.ndarray, lat_ms: np.ndarray, cost: np.ndarray, lam: float, mu: float) -> np.ndarray:
-    """U = Q − λ·L[s] − μ·C, elementwise (the oracle's definition, ``oracle.utility_table``)."""
-    return np.asarray(q, np.float64) - lam * np.asarray(lat_ms, np.float64) / 1000.0 - mu * np.asarray(cost, np.float64)
-
-
 def _modal_share(labels: np.ndarray, groups: Sequence[Sequence[int]], n_models: int) -> float:
-    """The share of the grouped questions whose label is their group's commonest: the most a router that
-    routes a group alike can match."""
-    hit = sum(int(np.bincount(labels[list(g)], minlength=n_models).max()) for g in groups)
-    return hit / sum(len(g) for g in groups)
+    return modal_share([labels[list(g)].tolist() for g in groups], n_models)
 
 
 def _pair_agreement(labels: np.ndarray, groups: Sequence[Sequence[int]]) -> float:
@@ -120,8 +110,7 @@ def analyse(U_draws: np.ndarray, groups: Sequence[Sequence[int]], U_greedy: np.n
     out["ceiling_by_draws"] = ceil
     p = np.bincount(mean_lab, minlength=M) / n
     sizes = sorted({len(g) for g in groups})
-    out["if_independent"] = {str(k): float(sum(float(np.prod(p[list(c)])) * np.bincount(c, minlength=M).max()
-                                               for c in itertools.product(range(M), repeat=k)) / k) for k in sizes}
+    out["if_independent"] = {str(k): independent_share(p, k) for k in sizes}
     acc_mean, reg_mean = _loo_lookup(mean_U, groups)
     single_lookup = [_loo_lookup(U_draws[s], groups) for s in range(S)]
     out["lookup"] = {"mean_of_draws": {"accuracy": acc_mean, "utility_regret": reg_mean},

@@ -812,7 +812,8 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 PATTERN_LOOKUP = "pattern lookup (knows symbol + type; reference)"
 
 
-def _pattern(r: Any) -> tuple[str, str]:
+def pattern_of(r: Any) -> tuple[str, str]:
+    """A question's pattern: its symbol and type (its wordings share it)."""
     return r.id.split(":")[0], r.query_type
 
 
@@ -824,10 +825,10 @@ def pattern_lookup(train_recs: list[Any], recs: list[Any]) -> tuple[np.ndarray, 
     Returns (model, context, has_pattern) per record."""
     U: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in train_recs:
-        U.setdefault(_pattern(r), []).append(np.asarray(r.utility, np.float64))
+        U.setdefault(pattern_of(r), []).append(np.asarray(r.utility, np.float64))
     m, c, ok = np.zeros(len(recs), int), np.zeros(len(recs), int), np.zeros(len(recs), bool)
     for i, r in enumerate(recs):
-        us = U.get(_pattern(r))
+        us = U.get(pattern_of(r))
         if us:
             mean = np.mean(us, axis=0)  # (M, C)
             m[i], c[i] = np.unravel_index(int(mean.argmax()), mean.shape)
@@ -848,7 +849,7 @@ def paraphrase_agreement(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str
     ``delta``) broken towards the smaller model, to tell tie noise from answers that really differ."""
     by: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for r in recs:
-        by.setdefault(_pattern(r), []).append((int(r.best_model), cheapest_near_best(r, delta)))
+        by.setdefault(pattern_of(r), []).append((int(r.best_model), cheapest_near_best(r, delta)))
     same = same_tied = pairs = 0
     for labels in by.values():
         for i in range(len(labels)):
@@ -899,15 +900,28 @@ def restrict_training(recs: list[Any], ids: set[str]) -> list[Any]:
     return [r for r in recs if r.split != "train" or r.id in ids]
 
 
+def modal_share(groups: list[list[int]], n_models: int) -> float:
+    """The share of the grouped labels that equal their group's commonest: the most a router that gives
+    every member of a group the same model can match."""
+    return sum(int(np.bincount(g, minlength=n_models).max()) for g in groups) / sum(len(g) for g in groups)
+
+
+def independent_share(p: np.ndarray, k: int) -> float:
+    """``modal_share`` expected for groups of k labels drawn independently from the label shares ``p``
+    (with k = 2 it is ≥ 50% whatever the labels)."""
+    return sum(float(np.prod(p[list(combo)])) * int(np.bincount(combo, minlength=len(p)).max())
+               for combo in itertools.product(range(len(p)), repeat=k)) / k
+
+
 def pattern_ceiling(recs: list[Any]) -> dict[str, dict[str, float]]:
     """In-sample, per number k ≥ 2 of labelled wordings of a pattern (symbol + type, any split): the share
-    of those wordings whose oracle model is the pattern's commonest. No router that gives every wording
-    of a pattern the same model can score more on them. Beside it, the same share expected if each
-    wording's label were drawn independently from the pooled label shares (with k = 2 it is ≥ 50%
-    whatever the labels, so compare the two, not the share with 100%)."""
+    of those wordings whose oracle model is the pattern's commonest (``modal_share``). No router that
+    gives every wording of a pattern the same model can score more on them. Beside it, the same share
+    expected if each wording's label were drawn independently from the pooled label shares (compare the
+    two, not the share with 100%)."""
     by: dict[tuple[str, str], list[int]] = {}
     for r in recs:
-        by.setdefault(_pattern(r), []).append(int(r.best_model))
+        by.setdefault(pattern_of(r), []).append(int(r.best_model))
     if not recs:
         return {}
     n_models = len(recs[0].utility)  # utility is (models, context sizes)
@@ -915,10 +929,8 @@ def pattern_ceiling(recs: list[Any]) -> dict[str, dict[str, float]]:
     out = {}
     for k in sorted({len(v) for v in by.values() if len(v) >= 2}):
         groups = [v for v in by.values() if len(v) == k]
-        modal = sum(max(np.bincount(v, minlength=n_models)) for v in groups)
-        chance = sum(float(np.prod(p[list(combo)])) * max(np.bincount(combo, minlength=n_models))
-                     for combo in itertools.product(range(n_models), repeat=k)) / k
-        out[str(k)] = {"patterns": len(groups), "share": float(modal / (k * len(groups))), "if_independent": chance}
+        out[str(k)] = {"patterns": len(groups), "share": modal_share(groups, n_models),
+                       "if_independent": independent_share(p, k)}
     return out
 
 
@@ -929,7 +941,7 @@ def lookup_by_wordings(train_recs: list[Any], recs: list[Any]) -> dict[str, dict
     the two lookups); and, for reference, the questions whose pattern has one training wording."""
     U: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in train_recs:
-        U.setdefault(_pattern(r), []).append(np.asarray(r.utility, np.float64))
+        U.setdefault(pattern_of(r), []).append(np.asarray(r.utility, np.float64))
 
     def score(u: np.ndarray, table: np.ndarray, best_model: int) -> tuple[float, float]:
         m, c = np.unravel_index(int(table.argmax()), table.shape)
@@ -937,7 +949,7 @@ def lookup_by_wordings(train_recs: list[Any], recs: list[Any]) -> dict[str, dict
 
     one, both, single = [], [], []
     for r in recs:
-        us, u = U.get(_pattern(r), []), np.asarray(r.utility, np.float64)
+        us, u = U.get(pattern_of(r), []), np.asarray(r.utility, np.float64)
         if len(us) == 1:
             one.append(score(u, us[0], int(r.best_model)))
         elif len(us) == 2:
@@ -969,9 +981,9 @@ def near_ties(recs: list[Any], delta: float = NEAR_DELTA) -> dict[str, float]:
 def seen_coverage(recs: list[Any]) -> dict[str, int]:
     """How many test_seen questions have a training question of the same pattern (symbol + type):
     what "seen" can mean on this labelled set."""
-    train = {_pattern(r) for r in recs if r.split == "train"}
+    train = {pattern_of(r) for r in recs if r.split == "train"}
     seen = [r for r in recs if r.split == "test_seen"]
-    return {"test_seen": len(seen), "with_a_training_paraphrase": sum(_pattern(r) in train for r in seen)}
+    return {"test_seen": len(seen), "with_a_training_paraphrase": sum(pattern_of(r) in train for r in seen)}
 
 
 def quality_markdown(doc: dict[str, Any]) -> list[str]:

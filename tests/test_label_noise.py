@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from bench.label_noise import analyse, markdown, plot, select_patterns, utilities
+from bench.label_noise import analyse, markdown, plot, select_patterns
+
+from ruvllm.router.oracle import utilities
 
 
 def _flip_each_wording_once() -> np.ndarray:

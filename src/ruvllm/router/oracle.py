@@ -353,12 +353,18 @@ def make_record(item: QAItem, fi: FeatureInput, models: Sequence[str], bins: Seq
     )
 
 
+def utilities(q: npt.ArrayLike, lat: npt.ArrayLike, cost: npt.ArrayLike, lam: float, mu: float
+              ) -> npt.NDArray[np.float64]:
+    """U = Q − λ·L/1000 − μ·C elementwise (L in ms): the one utility formula every label (real,
+    synthetic, relabelled) is made with."""
+    qa, la, ca = (np.asarray(a, np.float64) for a in (q, lat, cost))
+    return qa - lam * la / 1000.0 - mu * ca
+
+
 def utility_table(q: npt.ArrayLike, lat: npt.ArrayLike, cost: npt.ArrayLike, lam: float, mu: float
                   ) -> tuple[npt.NDArray[np.float64], int, int]:
-    """U = Q − λ·L/1000 − μ·C over (M, C) runs, and the (model, context) with the best U: the one
-    utility formula every label (real, synthetic, relabelled) is made with."""
-    qa, la, ca = (np.asarray(a, np.float64) for a in (q, lat, cost))
-    u = qa - lam * la / 1000.0 - mu * ca  # (M, C)
+    """``utilities`` over (M, C) runs, and the (model, context) with the best U."""
+    u = utilities(q, lat, cost, lam, mu)  # (M, C)
     best_m, best_c = np.unravel_index(int(np.argmax(u)), u.shape)
     return u, int(best_m), int(best_c)
 
