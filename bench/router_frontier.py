@@ -19,7 +19,9 @@ This bench asks what the two targets need of routers that know progressively les
   deployable router does; ν is chosen with hindsight on the test split. So a learnt table that
   cannot meet both targets at any ν says the training split does not carry enough to meet them.
 
-The routers of a ``bench.router`` run on the same labels (``--router-bench``) are placed beside the
+Beside them, a cascade with a perfect check: a smaller model first, always-large again when the first
+answer's measured quality is below τ (every first option and τ), the best any cascade of that form can
+do. The routers of a ``bench.router`` run on the same labels (``--router-bench``) are placed beside the
 learnt frontiers. Always-large is the largest model at the context size with its best mean quality
 on the training split, the oracle the best utility under λ and μ, both as in ``bench.router``.
 
@@ -31,6 +33,7 @@ on the training split, the oracle the best utility under λ and μ, both as in `
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,16 +132,16 @@ def breakpoints(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], mids, [2 * cuts[-1] + 1] if len(cuts) else []])
 
 
-def pareto(pts: list[dict[str, float]]) -> list[dict[str, float]]:
+def pareto(pts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The points no other point beats on both regrets, by latency regret."""
-    out: list[dict[str, float]] = []
+    out: list[dict[str, Any]] = []
     for p in sorted(pts, key=lambda p: (p["latency_regret_ms"], p["quality_regret"])):
         if not out or p["quality_regret"] < out[-1]["quality_regret"]:
             out.append(p)
     return out
 
 
-def summary(pts: list[dict[str, float]]) -> dict[str, Any]:
+def summary(pts: list[dict[str, Any]]) -> dict[str, Any]:
     """The least latency regret among points within the quality target, the least quality regret among
     points within the latency target (None where no point is), and the Pareto frontier."""
     q_ok = [p for p in pts if p["quality_regret"] < QUALITY_REGRET_TARGET]
@@ -171,12 +174,40 @@ def learnt(train: tuple[np.ndarray, np.ndarray, Sequence[Any]], test: tuple[np.n
     return {"questions": int(have.sum()), **summary(pts)}
 
 
+def cascade_points(recs: Sequence[Any], ref: tuple[int, int]) -> list[dict[str, Any]]:
+    """A cascade whose check knows the quality of the first answer: answer with one smaller (model,
+    context), and when that answer's Q is below τ answer again with always-large, paying both
+    latencies. One point per first option and per τ that changes a decision (τ = ∞ escalates all)."""
+    t = _tables(list(recs))
+    n = len(recs)
+    rows = np.arange(n)
+    lm, lc = ref
+    lat_oracle = t["latency_ms"].reshape(n, -1)[rows, t["utility"].reshape(n, -1).argmax(1)]
+    q_large, lat_large = t["quality"][:, lm, lc], t["latency_ms"][:, lm, lc]
+    pts = []
+    for m, c in itertools.product(range(lm), range(t["quality"].shape[2])):
+        q1, lat1 = t["quality"][:, m, c], t["latency_ms"][:, m, c]
+        for tau in np.unique(np.append(q1, np.inf)):
+            esc = q1 < tau
+            q, lat = np.where(esc, q_large, q1), np.where(esc, lat1 + lat_large, lat1)
+            pts.append({**_point(float(4 * (q_large - q).mean()), float((lat - lat_oracle).mean())),
+                        "first": [int(m), int(c)], "tau": float(tau), "escalated": float(esc.mean())})
+    return pts
+
+
+def perfect_check_cascade(recs: Sequence[Any], ref: tuple[int, int]) -> dict[str, Any]:
+    """``summary`` of ``cascade_points``. A real check (``router/cascade.py``) knows less than the
+    quality, so no cascade of this form does better than its frontier."""
+    return summary(cascade_points(recs, ref))
+
+
 GROUPINGS: dict[str, Callable[[Any], Any]] = {
     "per question": lambda r: r.id,
     "per pattern": pattern_of,
     "per type": lambda r: r.query_type,
     "constant": lambda r: "",
 }
+CASCADE = "cascade with a perfect check"
 SPLITS = {"test_seen": "seen patterns", "test_unseen": "held-out symbols"}
 ROUTER_ROWS = ("FastGRNN compressed (sparse+int8)", "FastGRNN compressed + fallback (default config)",
                "FastGRNN compressed + cascade only", "query-type best", "kNN (k=10)",
@@ -209,7 +240,8 @@ def frontier(recs: Sequence[Any], points: int = 25, router_bench: dict[str, Any]
         if not test:
             continue
         te = regret_tables(test, ref)
-        doc["learnt"][split] = {"questions": len(test), "tables": {}}
+        doc["learnt"][split] = {"questions": len(test), "tables": {},
+                                "perfect_check_cascade": perfect_check_cascade(test, ref)}
         for name, key in list(GROUPINGS.items())[1:]:
             res = learnt((*tr, [key(r) for r in train]), (*te, [key(r) for r in test]))
             if res is not None:
@@ -268,11 +300,15 @@ def markdown(doc: dict[str, Any]) -> str:
               "A table per group (pattern, type, or one for all) picks the option with the least mean latency "
               "regret + ν · quality regret over the group's training questions. Every table some ν ≥ 0 makes "
               "is scored, and the best for each target is taken with hindsight on the test split. The pattern "
-              "table covers only questions whose pattern has training wordings. Below each, the routers of "
+              "table covers only questions whose pattern has training wordings. The cascade row answers with "
+              "a smaller (model, context) first and again with always-large when the first answer's measured "
+              "quality is below τ, paying both latencies: every first option and τ is scored, so it is the "
+              "best any cascade of that form can do with a check that knows the quality. Below each, the routers of "
               f"`{doc['router_bench']}` on the same questions.", ""]
     for split, d in doc["learnt"].items():
         lines += [f"**{SPLITS[split]}** ({d['questions']} questions)", "", head[0].format("questions"), head[1]]
         lines += [_row(name, p, p["questions"]) for name, p in d["tables"].items()]
+        lines.append(_row(CASCADE, d["perfect_check_cascade"], d["questions"]))
         lines.append("")
         routers = doc["routers"].get(split, {})
         if routers:
@@ -291,14 +327,16 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
     panels: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("with hindsight, pooled wordings", doc["hindsight"]["policies"], {})]
-    panels += [(f"learnt: {SPLITS[s]}", d["tables"], doc["routers"].get(s, {})) for s, d in doc["learnt"].items()]
+    panels += [(f"learnt: {SPLITS[s]}", {**d["tables"], CASCADE: d["perfect_check_cascade"]}, doc["routers"].get(s, {}))
+               for s, d in doc["learnt"].items()]
     x_lo = min(-1500.0, *(x["latency_regret_ms"] - 100 for _, pol, _ in panels for p in pol.values()
                           for x in p["frontier"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, policies, routers) in zip(axes[0], panels, strict=True):
         for name, p in policies.items():
             pts = p["frontier"]
-            ax.plot([x["latency_regret_ms"] for x in pts], [x["quality_regret"] for x in pts], marker=".", label=name)
+            ax.plot([x["latency_regret_ms"] for x in pts], [x["quality_regret"] for x in pts], label=name,
+                    marker="" if name == CASCADE else ".", ls="--" if name == CASCADE else "-")
         for (name, p), mk in zip(routers.items(), "xP^sDv*", strict=False):
             ax.scatter([p["latency_regret_ms"]], [p["quality_regret"]], marker=mk, s=36, color="black",
                        label=name.split(" (")[0])

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench.router import _tables, metrics
-from bench.router_frontier import best_choice, breakpoints, hindsight, learnt, main, regret_tables
+from bench.router_frontier import (
+    best_choice,
+    breakpoints,
+    cascade_points,
+    hindsight,
+    learnt,
+    main,
+    pareto,
+    perfect_check_cascade,
+    regret_tables,
+)
 
 from ruvllm.router.oracle import LabelledRecord, load_labelled, relabel, save_labelled
 
@@ -105,6 +115,30 @@ def test_a_learnt_table_is_scored_only_where_it_has_the_key() -> None:
     assert learnt((dq_tr, dl_tr, ["x", "x"]), (dq_te, dl_te, ["y", "y"])) is None
 
 
+def test_a_perfect_check_cascade_escalates_below_tau_and_pays_both_answers() -> None:
+    recs = _records(6)[:5]
+    ref = (2, 1)
+    pts = cascade_points(recs, ref)
+    t = _tables(recs)
+    n = len(recs)
+    q1, lat1 = t["quality"][:, 0, 0], t["latency_ms"][:, 0, 0]
+    q_large, lat_large = t["quality"][:, 2, 1], t["latency_ms"][:, 2, 1]
+    lat_oracle = t["latency_ms"].reshape(n, -1)[np.arange(n), t["utility"].reshape(n, -1).argmax(1)]
+    # 2 smaller models × 2 contexts, each with τ at every distinct first Q and at ∞
+    assert len(pts) == sum(len(np.unique(t["quality"][:, m, c])) + 1 for m in range(2) for c in range(2))
+    by = {(tuple(p["first"]), p["tau"]): p for p in pts}
+    tau = float(np.sort(q1)[2])  # escalates the two worst first answers
+    p = by[((0, 0), tau)]
+    assert p["escalated"] == pytest.approx(2 / n)
+    esc = q1 < tau
+    assert p["quality_regret"] == pytest.approx(4 * (q_large - np.where(esc, q_large, q1)).mean())
+    assert p["latency_regret_ms"] == pytest.approx((np.where(esc, lat1 + lat_large, lat1) - lat_oracle).mean())
+    every = by[((0, 0), float("inf"))]  # always-large's quality, plus every first answer's latency
+    assert every["quality_regret"] == pytest.approx(0.0, abs=1e-12)
+    assert every["latency_regret_ms"] == pytest.approx((lat1 + lat_large - lat_oracle).mean())
+    assert perfect_check_cascade(recs, ref)["frontier"] == pareto(pts)
+
+
 def test_main_writes_and_refuses(tmp_path: Path) -> None:
     labelled = save_labelled(_records(5), tmp_path / "l.jsonl")
     bench = tmp_path / "router_bench.json"
@@ -120,6 +154,7 @@ def test_main_writes_and_refuses(tmp_path: Path) -> None:
     assert doc["routers"]["test_seen"]["FastGRNN compressed (sparse+int8)"]["latency_regret_ms"] == 100.0
     assert "| FastGRNN compressed (sparse+int8) | +0.200 | +100 ms | no |" in (out / "router_frontier.md").read_text()
     assert (out / "router_frontier.png").stat().st_size > 0
+    assert "| cascade with a perfect check |" in (out / "router_frontier.md").read_text()
     with pytest.raises(SystemExit, match="λ = 0.02"):
         main(["--labelled", str(labelled), "--router-bench", str(bench), "--out", str(out), "--lam", "0"])
     with pytest.raises(SystemExit, match="--points"):
