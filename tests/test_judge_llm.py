@@ -98,17 +98,26 @@ def test_prompt_has_rubric_context_and_completion_prefix() -> None:
 
 
 @pytest.mark.model
-def test_real_model_judge_parses_and_orders(qwen: Any) -> None:
-    """The real chat model as judge (the session's shared Qwen 0.5B): replies parse (or are
-    counted), and a grounded correct answer scores at least as high as an invented one."""
+def test_real_model_rubric_judge_parses(qwen: Any) -> None:
+    """The real chat model as a rubric judge (the session's shared Qwen 0.5B): its replies parse into
+    scores on the 1–5 scale, and the counters add up.
+
+    Not asserted: that it rates a grounded answer above an invented one. Until 2026-12-03 it did; with
+    llama-cpp-python built afresh on that day's machine it gave "deletes files from the disk and
+    reboots" accuracy 5 and the right answer 4. A 0.5B rubric judge does not order answers reliably, which is
+    why labels and the learning loop use the yes/no verdict (next test), whose ordering is asserted."""
     j = LLMJudge(qwen)
     ctx = ["Function json.dumps (module json).\nSerialize obj to a JSON formatted str."]
     good = j.score("What does json.dumps do?", "It serializes a Python object to a JSON formatted string.", ctx)
     bad = j.score("What does json.dumps do?", "It deletes files from the disk and reboots the computer.", ctx)
     s = j.stats()
     assert s["calls"] >= 2 and s["ok"] + s["malformed"] + s["errors"] == s["calls"]
-    if good is not None and bad is not None:
-        assert good.accuracy >= bad.accuracy
+    assert s["errors"] == 0
+    scored = [r for r in (good, bad) if r is not None]
+    assert scored, f"neither reply parsed: {s}"
+    for r in scored:
+        assert all(1.0 <= v <= 5.0 for v in (r.accuracy, r.completeness, r.coherence, r.conciseness))
+        assert r.quality == pytest.approx((r.overall - 1.0) / 4.0)
 
 
 class FakeProbs(FakeGen):
