@@ -4,14 +4,18 @@
 
 bench/selflearn.py found gemma-270m answering 7 of 53 exact repeats differently at temperature 0
 with memory unchanged. This bench asks the same ``--questions`` (the demo's stdlib modules
-ingested into a fresh data dir) ``--rounds`` times, forward and backward in turn, through
-``RuvLLM.query`` with write-back off, once with ``llm.prefix_cache_mb`` = ``--cache-mb`` and once
-with 0, and counts the answers that differ from the question's first answer in the same process.
+ingested into a fresh data dir) ``--rounds`` times, forward and backward in turn, each twice in a
+row (the second time the whole prompt is the one just evaluated), through
+``RuvLLM.query`` with write-back off, once with ``llm.prefix_cache_mb`` = ``--cache-mb``, once
+with 0, and once with 0 and ``llm.deterministic`` on, and counts the answers that differ from the
+question's first answer in the same process.
 
 Why a difference is possible at all: a prefix restored from the RAM cache carries KV computed in
 another batch split than a fresh evaluation of the same prompt, and llama.cpp's kernels do not
 give bit-identical results across batch shapes; greedy decoding then sometimes takes another
-token. Without the RAM cache only the last prompt's KV is reused.
+token. Without the RAM cache only the last prompt's KV is reused, which has the same problem in
+a smaller way; ``llm.deterministic`` keeps only whole ``n_batch`` chunks of it, which a fresh
+evaluation computes identically.
 
 Writes bench/results/determinism/determinism.{json,md}.
 """
@@ -36,11 +40,13 @@ QUESTIONS = (
 )
 
 
-def run(data_dir: Path, cache_mb: int, model: str, rounds: int, max_tokens: int) -> dict[str, Any]:
+def run(data_dir: Path, cache_mb: int, model: str, rounds: int, max_tokens: int,
+        deterministic: bool = False) -> dict[str, Any]:
     from ruvllm.config import Config
     from ruvllm.orchestrator import RuvLLM
 
-    overrides: dict[str, Any] = {"llm.prefix_cache_mb": cache_mb, "llm.n_threads": 1}
+    overrides: dict[str, Any] = {"llm.prefix_cache_mb": cache_mb, "llm.n_threads": 1,
+                                 "llm.deterministic": deterministic}
     rv = RuvLLM(Config.load(env=False, data_dir=str(data_dir), **overrides))
     first: dict[str, str] = {}
     differ: list[str] = []
@@ -48,15 +54,16 @@ def run(data_dir: Path, cache_mb: int, model: str, rounds: int, max_tokens: int)
     try:
         for r in range(rounds):
             for q in QUESTIONS if r % 2 == 0 else QUESTIONS[::-1]:
-                answer = rv.query(q, model=model, writeback=False, max_tokens=max_tokens).answer
-                if q not in first:
-                    first[q] = answer
-                elif answer != first[q]:
-                    differ.append(q)
+                for _ in range(2):  # and at once again: the same prompt right after itself
+                    answer = rv.query(q, model=model, writeback=False, max_tokens=max_tokens).answer
+                    if q not in first:
+                        first[q] = answer
+                    elif answer != first[q]:
+                        differ.append(q)
     finally:
         rv.close()
-    repeats = (rounds - 1) * len(QUESTIONS)
-    return {"prefix_cache_mb": cache_mb, "repeats": repeats, "different": len(differ),
+    repeats = (2 * rounds - 1) * len(QUESTIONS)
+    return {"prefix_cache_mb": cache_mb, "deterministic": deterministic, "repeats": repeats, "different": len(differ),
             "questions_with_a_different_answer": sorted(set(differ)), "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -76,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = Path(tmp) / "data"
         with RuvLLM(Config.load(env=False, data_dir=str(data))) as rv:
             rv.ingest_stdlib(["json", "textwrap", "shutil"])
-        arms = [run(data, mb, args.model, args.rounds, args.max_tokens) for mb in (args.cache_mb, 0)]
+        arms = [run(data, mb, args.model, args.rounds, args.max_tokens, det)
+                for mb, det in ((args.cache_mb, False), (0, False), (0, True))]
     doc: dict[str, Any] = {"command": "python -m bench.determinism " + " ".join(argv or []),
                            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "machine": f"{platform.machine()} {os.cpu_count()} cores", "args": vars(args),
@@ -87,10 +95,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = ["# Temperature-0 answers, repeated in one process", "", f"`{doc['command'].strip()}`", "",
              f"- when: {doc['when']}; machine: {doc['machine']}; model {args.model}, {len(QUESTIONS)} questions × "
              f"{args.rounds} rounds, {args.max_tokens} tokens, n_threads=1", "",
-             "| llm.prefix_cache_mb | repeats | answered differently | questions | seconds |",
-             "|---:|---:|---:|---|---:|"]
+             "| llm.prefix_cache_mb | llm.deterministic | repeats | answered differently | questions | seconds |",
+             "|---:|---|---:|---:|---|---:|"]
     for a in arms:
-        lines.append(f"| {a['prefix_cache_mb']} | {a['repeats']} | {a['different']} | "
+        lines.append(f"| {a['prefix_cache_mb']} | {str(a.get('deterministic', False)).lower()} | {a['repeats']} | "
+                     f"{a['different']} | "
                      f"{', '.join(a['questions_with_a_different_answer']) or '—'} | {a['seconds']} |")
     (out / "determinism.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -67,6 +67,23 @@ def _raw_chunks(llm: Any, prompt: str, max_tokens: int) -> Any:
         yield c["choices"][0]["text"]
 
 
+def _prefix_gain(gen: Any, prefix: str, runs: int) -> dict[str, float]:
+    """Median TTFT of ``prefix`` + a new question, cold (each run's prompt starts differently) and warm
+    (the prefix was the last prompt evaluated)."""
+    from ruvllm.llm.base import SamplingParams
+
+    cold, warm = [], []
+    for r in range(runs):
+        q = f"\n\nQuestion {r}: what does this module do?\nAnswer:"
+        cold.append(_stream_timing(gen.stream_complete(f"[{r}] " + prefix + q, SamplingParams(max_tokens=2)))[0])
+    list(gen.stream_complete(prefix, SamplingParams(max_tokens=1)))  # the prefix is now in the KV cache
+    for r in range(runs):
+        q = f"\n\nQuestion {r}: what does this module do?\nAnswer:"
+        warm.append(_stream_timing(gen.stream_complete(prefix + q, SamplingParams(max_tokens=2)))[0])
+    return {"ttft_cold_ms": round(statistics.median(cold), 1), "ttft_warm_ms": round(statistics.median(warm), 1),
+            "gain": round(statistics.median(cold) / statistics.median(warm), 2)}
+
+
 def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spec: bool) -> dict[str, Any]:
     import llama_cpp
 
@@ -109,19 +126,15 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
         }
     # prefix cache: the same ~1,000-token prefix (system + context) with a different question each time
     prefix = _prompt(raw, body, max(lengths), 99)
-    cold, warm = [], []
-    for r in range(runs):
-        q = f"\n\nQuestion {r}: what does this module do?\nAnswer:"
-        cold.append(_stream_timing(ours.stream_complete(f"[{r}] " + prefix + q, SamplingParams(max_tokens=2)))[0])
-    list(ours.stream_complete(prefix, SamplingParams(max_tokens=1)))  # the prefix is now in the KV cache
-    for r in range(runs):
-        q = f"\n\nQuestion {r}: what does this module do?\nAnswer:"
-        warm.append(_stream_timing(ours.stream_complete(prefix + q, SamplingParams(max_tokens=2)))[0])
-    out["prefix_cache"] = {"prefix_tokens": len(raw.tokenize(prefix.encode())),
-                           "ttft_cold_ms": round(statistics.median(cold), 1),
-                           "ttft_warm_ms": round(statistics.median(warm), 1),
-                           "gain": round(statistics.median(cold) / statistics.median(warm), 2)}
+    out["prefix_cache"] = {"prefix_tokens": len(raw.tokenize(prefix.encode())), **_prefix_gain(ours, prefix, runs)}
     raw.close()
+    ours.close()
+    # the same with llm.deterministic: only whole n_batch chunks of the prefix are reused
+    exact = LlamaCppGenerator(name, path, n_ctx=n_ctx, n_threads=THREADS, n_batch=256, prompt_style="completion",
+                              exact_reuse=True)
+    list(exact.stream_complete("Hello", SamplingParams(max_tokens=4)))
+    out["prefix_cache_deterministic"] = _prefix_gain(exact, prefix, runs)
+    exact.close()
     # speculative decoding on a grounded prompt (the answer quotes the context), chat template, greedy
     if spec and name.startswith("qwen"):
         ctx = "\n".join(body.split("\n")[:40])
@@ -132,14 +145,11 @@ def measure_model(name: str, runs: int, lengths: list[int], max_tokens: int, spe
         if name == "qwen2.5-coder-1.5b":
             variants.append(("draft 0.5B", "draft"))
         res: dict[str, Any] = {}
-        ours.close()
         try:
             _speculative(variants, res, reg, name, path, n_ctx, msgs, sp, runs)
         except Exception as exc:  # recorded, so the model's other figures are kept
             res = {"error": f"{type(exc).__name__}: {exc}"}
         out["speculative"] = res
-    else:
-        ours.close()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -185,11 +195,14 @@ def to_markdown(res: dict[str, Any]) -> str:
                          f"({p['ttft_ms_raw']:.0f}) | {p['decode_tps']:.1f} ({p['decode_tps_raw']:.1f}) | "
                          f"{p['ttft_overhead']} | {p['decode_overhead']} | {m['peak_rss_mb']:.0f} |")
     lines += ["\n## Prefix (KV) cache: shared prefix, new question\n",
-              "| model | prefix tokens | TTFT cold ms | TTFT warm ms | gain |", "|---|---|---|---|---|"]
+              "`llm.deterministic` keeps only whole 256-token chunks of the prefix (the rest is evaluated again), "
+              "so that a temperature-0 answer does not depend on the request before it.\n",
+              "| model | prefix tokens | TTFT cold ms | TTFT warm ms | gain | warm, deterministic "
+              "| gain, deterministic |", "|---|---|---|---|---|---|---|"]
     for m in res["models"]:
-        pc = m["prefix_cache"]
+        pc, det = m["prefix_cache"], m.get("prefix_cache_deterministic")
         lines.append(f"| {m['model']} | {pc['prefix_tokens']} | {pc['ttft_cold_ms']:.0f} | {pc['ttft_warm_ms']:.0f} "
-                     f"| {pc['gain']}x |")
+                     f"| {pc['gain']}x | " + (f"{det['ttft_warm_ms']:.0f} | {det['gain']}x |" if det else "– | – |"))
     specs = [m for m in res["models"] if "speculative" in m]
     if specs:
         lines += ["\n## Speculative decoding (temperature 0, grounded prompt)\n",

@@ -53,6 +53,9 @@ def test_wrong_type_and_range() -> None:
     with pytest.raises(ConfigError, match=r"router.explore must be in \[0, 1\]"):
         Config.from_dict({"router": {"explore": 1.5}})
     assert Config.from_dict({"router": {"explore": 0.1}}).router.explore == 0.1
+    with pytest.raises(ConfigError, match="llm.deterministic needs llm.prefix_cache_mb = 0"):
+        Config.from_dict({"llm": {"deterministic": True, "prefix_cache_mb": 64}})
+    assert Config.from_dict({"llm": {"deterministic": True}}).llm.deterministic is True
 
 
 def test_toml_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,14 @@ PROMPT = (
 
 
 def test_completion_is_deterministic_at_temperature_zero(gemma: Any) -> None:
+    """From the same KV state (here: an empty one) the same prompt gets the same greedy answer. A
+    repeat that reuses the previous request's KV need not (llama.cpp re-evaluates the last prompt
+    token alone, in another batch shape): ``exact_reuse`` is for that (test below)."""
     p = SamplingParams(max_tokens=24, stop=("\n\n",))
-    a, b = gemma.complete(PROMPT, p), gemma.complete(PROMPT, p)
+    gemma.llm.reset()
+    a = gemma.complete(PROMPT, p)
+    gemma.llm.reset()
+    b = gemma.complete(PROMPT, p)
     assert a.text.strip() and a.text == b.text
     assert a.completion_tokens > 0 and a.prompt_tokens == gemma.count_tokens(PROMPT) + 1  # + BOS
     assert "json" in a.text.lower() or "serial" in a.text.lower(), a.text
@@ -111,6 +119,83 @@ def test_prefix_cache_memory_is_bounded_and_restores_give_the_same_answer(regist
     finally:
         cached.close()
         plain.close()
+
+
+def _long_prompt(question: str) -> str:
+    """About 450 tokens of docstrings, then ``question``: several 64-token chunks are shared."""
+    import json
+    import shutil
+    import textwrap
+
+    funcs = (json.dumps, json.loads, shutil.rmtree, textwrap.fill)
+    docs = [textwrap.dedent(f.__doc__ or "").strip()[:500] for f in funcs]
+    return "Context:\n" + "\n".join(f"[{i + 1}] {d}" for i, d in enumerate(docs)) + f"\n\nQuestion: {question}\nAnswer:"
+
+
+def test_exact_reuse_answers_as_a_fresh_evaluation_and_still_reuses(registry: Any) -> None:
+    """With ``exact_reuse`` the KV kept from earlier requests is whole n_batch chunks of an earlier
+    prompt, so every answer equals the one from an empty KV cache, whether the request before shared a
+    prefix or was the same prompt; and the shared chunks are still reused, not evaluated again."""
+    gen = LlamaCppGenerator("gemma3-270m", registry.path("gemma3-270m"), n_ctx=2048, n_batch=64,
+                            prompt_style="completion", exact_reuse=True)
+    try:
+        p = SamplingParams(max_tokens=24, stop=("\n\n",))
+        questions = ["What does json.dumps do?", "What does shutil.rmtree do?", "How do I wrap text?"]
+        fresh = {}
+        for q in questions:
+            gen.llm.reset()
+            fresh[q] = gen.complete(_long_prompt(q), p).text
+        n_prompt = gen.count_tokens(_long_prompt(questions[0]))
+        assert n_prompt > 4 * 64
+        for before, q in [*itertools.pairwise(questions), (questions[2], questions[2])]:
+            gen.complete(_long_prompt(before), p)
+            assert gen.complete(_long_prompt(q), p).text == fresh[q], (before, q)
+            reused = gen.llm.reused
+            assert reused > 0 and reused % 64 == 0 and reused < n_prompt, reused
+        # a short prompt asked twice: no whole chunk to keep, so it is evaluated afresh (on the build
+        # of 2026-12-03, plain reuse answered this repeat differently from the first answer)
+        first = gen.complete(PROMPT, p).text
+        assert gen.complete(PROMPT, p).text == first and gen.llm.reused == 0
+    finally:
+        gen.close()
+
+
+def test_exact_reuse_keeps_whole_chunks_of_an_earlier_prompt() -> None:
+    """``ExactReuseLlama._keep_whole_chunks`` on a stand-in for llama.cpp's context: it keeps the last
+    n_batch boundary within both the common prefix and the prompt-evaluated part of the cache."""
+    from ruvllm.llm.llamacpp import ExactReuseLlama
+
+    class Ctx:
+        def __init__(self, ok: bool = True) -> None:
+            self.ok, self.removed_from = ok, None
+
+        def kv_cache_seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+            self.removed_from = p0
+            return self.ok
+
+    def llm(cached: list[int], grid_end: int, ok: bool = True) -> Any:
+        m = object.__new__(ExactReuseLlama)
+        m.n_batch, m.input_ids, m.n_tokens, m.grid_end, m._ctx = 64, np.array(cached), len(cached), grid_end, Ctx(ok)
+        m.reset = lambda: setattr(m, "n_tokens", 0)  # llama_cpp.Llama.reset forgets the cached tokens
+        m._stack = contextlib.ExitStack()  # what Llama.close (from __del__) releases: nothing here
+        return m
+
+    prompt = list(range(300))
+    m = llm(prompt, 300)
+    m._keep_whole_chunks(prompt[:250] + [-1] * 40)  # 250 shared → chunks up to 192
+    assert (m.n_tokens, m.reused, m._ctx.removed_from) == (192, 192, 192)
+    m = llm(prompt, 130)  # only 130 came from a prompt evaluation; the rest was decoded token by token
+    m._keep_whole_chunks([*prompt, 7])
+    assert m.n_tokens == 128
+    m = llm(prompt[:128], 128)
+    m._keep_whole_chunks(prompt[:128])  # the same prompt again: its last token is evaluated, so 127 shared
+    assert m.n_tokens == 64
+    m = llm(prompt, 300, ok=False)  # a model that cannot drop a KV suffix starts from an empty cache
+    m._keep_whole_chunks([*prompt[:250], -1])
+    assert m.n_tokens == m.reused == 0
+    m = llm(prompt, 300)
+    m._keep_whole_chunks([-1, *prompt])  # nothing shared
+    assert m.n_tokens == 0 and m._ctx.removed_from is None
 
 
 def test_choice_probs_read_the_next_token_distribution(gemma: Any, qwen: Any) -> None:

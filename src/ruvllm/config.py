@@ -126,6 +126,11 @@ class LLMConfig:
     # default: a restored prefix's KV comes from another batch split, and greedy answers then
     # differ (3 of 20 repeats at 256 MB, 0 of 20 at 0: `python -m bench.determinism`).
     prefix_cache_mb: int = 0
+    # Temperature-0 answers as a function of the prompt: KV reuse keeps only whole n_batch chunks of an
+    # earlier prompt, so the reused KV equals a fresh evaluation's (up to n_batch − 1 shared tokens are
+    # evaluated again). Off by default, as llama.cpp's server reuses its cache: a greedy answer can then
+    # depend on the request before it (`python -m bench.determinism`). Not with prefix_cache_mb > 0.
+    deterministic: bool = False
     draft: str = ""  # speculative decoding: "" (off) | "prompt-lookup" | a smaller model's name (same family)
     # backend = "openai": every model is served by an OpenAI-compatible server (vLLM, llama.cpp server)
     backend: str = "llamacpp"  # "llamacpp" | "openai"
@@ -287,6 +292,9 @@ class Config:
         check(256 <= llm.n_ctx <= 131072, f"llm.n_ctx must be in [256, 131072], got {llm.n_ctx}")
         check(1 <= llm.max_tokens <= llm.n_ctx // 2, "llm.max_tokens must be in [1, n_ctx/2]")
         check(llm.prefix_cache_mb >= 0, "llm.prefix_cache_mb must be >= 0")
+        check(not (llm.deterministic and llm.prefix_cache_mb > 0),
+              "llm.deterministic needs llm.prefix_cache_mb = 0: a KV state restored from the RAM cache "
+              "was computed in another batch split")
         check(llm.backend in ("llamacpp", "openai"), "llm.backend must be 'llamacpp' or 'openai'")
         if llm.backend == "openai":
             check(llm.base_url.startswith(("http://", "https://")),

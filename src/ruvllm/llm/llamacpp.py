@@ -5,6 +5,11 @@
 * KV reuse: llama.cpp keeps the last sequence's KV cache and re-evaluates only the tokens after
   the longest common prefix, so a repeated system prompt + context is not recomputed. An
   optional RAM prefix cache (``prefix_cache_mb``) also keeps the KV state of earlier prompts.
+  Reused KV was computed in another batch split than a fresh evaluation would use, and llama.cpp's
+  kernels are not bit-identical across batch shapes, so a greedy answer can depend on the request
+  before it (as llama.cpp's server says of ``cache_prompt``). ``exact_reuse=True`` keeps only whole
+  ``n_batch`` chunks of an earlier prompt (``ExactReuseLlama``): then a temperature-0 answer is a
+  function of the prompt, at the cost of re-evaluating up to ``n_batch`` − 1 shared tokens.
 * Speculative decoding: ``draft="prompt-lookup"`` uses llama.cpp's prompt-lookup decoding
   (drafts copied from the prompt — effective for answers grounded in retrieved context); a
   draft GGUF path or a ``LlamaModelDraft`` drafts with a smaller model (see ``speculative.py``).
@@ -29,6 +34,49 @@ from ruvllm.llm.registry import check_gguf
 from ruvllm.llm.speculative import LlamaDraftModel, LlamaModelDraft, make_draft
 
 SUPPORTED_ARCHITECTURES_HINT = "llama, qwen2, gemma3, lfm2, ..."
+
+
+class ExactReuseLlama(llama_cpp.Llama):
+    """``llama_cpp.Llama`` whose KV reuse, when ``exact_reuse`` is set, gives the same logits as a
+    fresh evaluation.
+
+    A fresh evaluation splits the prompt into chunks of ``n_batch`` tokens starting at position 0.
+    Reused KV is bit-identical to it only where it was itself computed as such a whole chunk, with
+    the same tokens: so before each generation the cached prefix is cut back to the last ``n_batch``
+    boundary within both the common prefix and the part of the cache that a prompt evaluation
+    starting on that grid produced (``grid_end``; tokens decoded one at a time, as generated ones
+    are, do not count). The rest is evaluated from that boundary, in the same chunks a fresh
+    evaluation uses. With ``exact_reuse`` off it is ``llama_cpp.Llama``."""
+
+    exact_reuse = False
+    grid_end = 0  # positions [0, grid_end) were evaluated in chunks starting on the n_batch grid
+    reused = 0  # KV positions the last generation kept (exact_reuse only)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        start = self.n_tokens
+        super().eval(tokens)
+        if start % self.n_batch == 0 and start <= self.grid_end:
+            self.grid_end = self.n_tokens
+
+    # llama_cpp calls generate(prompt_tokens, **sampling) with keywords only; reset=False keeps its meaning
+    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        if self.exact_reuse and kwargs.get("reset", True):
+            self._keep_whole_chunks(list(tokens))
+        yield from super().generate(tokens, *args, **kwargs)
+
+    def _keep_whole_chunks(self, tokens: list[int]) -> None:
+        cached = self.input_ids[: min(self.n_tokens, self.grid_end)]
+        common = 0
+        for a, b in zip(cached, tokens[:-1], strict=False):  # the last prompt token is always evaluated
+            if a != b:
+                break
+            common += 1
+        keep = common // self.n_batch * self.n_batch
+        if keep < self.n_tokens and not (keep > 0 and self._ctx.kv_cache_seq_rm(-1, keep, -1)):
+            keep = 0
+            self.reset()
+        self.n_tokens = min(self.n_tokens, keep)
+        self.reused = self.n_tokens
 
 
 class PrefixCache(llama_cpp.LlamaRAMCache):
@@ -80,9 +128,12 @@ class LlamaCppGenerator:
         prefix_cache_mb: int = 0,
         draft: str | LlamaDraftModel = "",
         draft_tokens: int = 10,
+        exact_reuse: bool = False,
     ):
         self.name = name
         self.path = Path(path)
+        if exact_reuse and prefix_cache_mb > 0:  # a state restored from RAM has no known chunk grid
+            raise InvalidInputError("exact_reuse and a RAM prefix cache (prefix_cache_mb > 0) exclude each other")
         check_gguf(self.path)
         kwargs: dict[str, Any] = {}
         draft_model = make_draft(draft, num_pred_tokens=draft_tokens, n_ctx=n_ctx, n_threads=n_threads)
@@ -95,7 +146,7 @@ class LlamaCppGenerator:
         self.draft = draft_model
         t0 = time.perf_counter()
         try:
-            self.llm: Any = llama_cpp.Llama(
+            self.llm: Any = ExactReuseLlama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 n_batch=n_batch, use_mmap=use_mmap, seed=seed, verbose=False, **kwargs,
             )
@@ -113,6 +164,7 @@ class LlamaCppGenerator:
         self.architecture = str(self.llm.metadata.get("general.architecture", ""))
         has_template = "tokenizer.chat_template" in self.llm.metadata
         self.prompt_style: PromptStyle = prompt_style or ("chat" if has_template else "completion")
+        self.llm.exact_reuse = exact_reuse
         if prefix_cache_mb > 0:
             self.llm.set_cache(PrefixCache(capacity_bytes=prefix_cache_mb << 20))
         self._lock = threading.Lock()

@@ -56,7 +56,7 @@ class ModelPool:
             name, path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, n_batch=cfg.n_batch,
             use_mmap=cfg.use_mmap, seed=cfg.seed,
             prompt_style=spec.prompt_style if spec.family != "custom" else None,
-            prefix_cache_mb=cfg.prefix_cache_mb, draft=draft,
+            prefix_cache_mb=cfg.prefix_cache_mb, draft=draft, exact_reuse=cfg.deterministic,
         )
         self.load_ms[name] = gen.load_ms
         return gen
