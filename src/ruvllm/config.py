@@ -124,7 +124,8 @@ class LLMConfig:
     seed: int = 0
     # RAM cache of KV states of earlier prompts (0: only the last prompt's KV is reused). Off by
     # default: a restored prefix's KV comes from another batch split, and greedy answers then
-    # differ (3 of 20 repeats at 256 MB, 0 of 20 at 0: `python -m bench.determinism`).
+    # differ (`python -m bench.determinism`, 2026-12-03: 18 of 50 repeats at 256 MB, 6 of 50 at 0,
+    # 0 of 50 at 0 with deterministic = true).
     prefix_cache_mb: int = 0
     # Temperature-0 answers as a function of the prompt: KV reuse keeps only whole n_batch chunks of an
     # earlier prompt, so the reused KV equals a fresh evaluation's (up to n_batch − 1 shared tokens are
