@@ -55,16 +55,21 @@ def regret_tables(recs: Sequence[Any], ref: tuple[int, int]) -> tuple[np.ndarray
     in ms. Their means over a policy's choices are ``bench.router.metrics``' two regrets."""
     t = _tables(list(recs))
     n = len(recs)
-    rows = np.arange(n)
-    q, lat = t["quality"].reshape(n, -1), t["latency_ms"].reshape(n, -1)
-    oracle = t["utility"].reshape(n, -1).argmax(1)
-    dq = 4.0 * (t["quality"][rows, ref[0], ref[1]][:, None] - q)
-    dl = lat - lat[rows, oracle][:, None]
+    q = t["quality"].reshape(n, -1)
+    dq = 4.0 * (t["quality"][np.arange(n), ref[0], ref[1]][:, None] - q)
+    dl = t["latency_ms"].reshape(n, -1) - oracle_latency(t)[:, None]
     return dq, dl
 
 
-def group_sums(keys: Sequence[Any], *tables: np.ndarray) -> list[np.ndarray]:
-    """Each table (questions × options) summed over the questions of each group: (groups × options)."""
+def oracle_latency(t: dict[str, np.ndarray]) -> np.ndarray:
+    """Per question, the latency of the oracle's choice (the best utility) in ``_tables`` output."""
+    n = len(t["utility"])
+    return t["latency_ms"].reshape(n, -1)[np.arange(n), t["utility"].reshape(n, -1).argmax(1)]
+
+
+def group_sums(keys: Sequence[Any], *tables: np.ndarray) -> tuple[dict[Any, int], list[np.ndarray]]:
+    """Each table (questions × options) summed over the questions of each group: (groups × options),
+    with each key's row (groups in the order they first appear)."""
     index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     g = np.fromiter((index[k] for k in keys), int, len(keys))
     out = []
@@ -72,7 +77,7 @@ def group_sums(keys: Sequence[Any], *tables: np.ndarray) -> list[np.ndarray]:
         s = np.zeros((len(index), tab.shape[1]))
         np.add.at(s, g, tab)
         out.append(s)
-    return out
+    return index, out
 
 
 def best_choice(cost: np.ndarray, weight: np.ndarray, budget: float) -> np.ndarray | None:
@@ -102,7 +107,7 @@ def hindsight(dq: np.ndarray, dl: np.ndarray, keys: Sequence[Any], points: int =
     < the target, and ``points`` points of the frontier (the least latency regret for quality budgets
     from the least reachable quality regret to that of the fastest policy)."""
     n = len(keys)
-    sq, sl = group_sums(keys, dq, dl)
+    _, (sq, sl) = group_sums(keys, dq, dl)
     rows = np.arange(len(sq))
 
     def point(choice: np.ndarray | None) -> dict[str, float] | None:
@@ -160,9 +165,7 @@ def learnt(train: tuple[np.ndarray, np.ndarray, Sequence[Any]], test: tuple[np.n
     questions whose key it has, for every table some ν ≥ 0 makes (``breakpoints``). None if it has none."""
     dq, dl, keys = train
     tq, tl, tkeys = test
-    sq, sl = group_sums(keys, dq, dl)
-    cnt = group_sums(keys, np.ones((len(keys), 1)))[0]
-    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    index, (sq, sl, cnt) = group_sums(keys, dq, dl, np.ones((len(keys), 1)))
     have = np.array([k in index for k in tkeys], bool)
     if not have.any():
         return None
@@ -181,10 +184,8 @@ def cascade_points(recs: Sequence[Any], ref: tuple[int, int]) -> list[dict[str, 
     context), and when that answer's Q is below τ answer again with always-large, paying both
     latencies. One point per first option and per τ that changes a decision (τ = ∞ escalates all)."""
     t = _tables(list(recs))
-    n = len(recs)
-    rows = np.arange(n)
     lm, lc = ref
-    lat_oracle = t["latency_ms"].reshape(n, -1)[rows, t["utility"].reshape(n, -1).argmax(1)]
+    lat_oracle = oracle_latency(t)
     q_large, lat_large = t["quality"][:, lm, lc], t["latency_ms"][:, lm, lc]
     pts = []
     for m, c in itertools.product(range(lm), range(t["quality"].shape[2])):
